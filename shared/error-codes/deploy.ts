@@ -1,0 +1,2 @@
+/** Codes for the deploy area. Keep each documented in docs/errors.md. */
+export const DEPLOY_CODES = {} as const;
