@@ -16,7 +16,7 @@ export async function freshDatabase(t: Test, prefix = 'uplink_test'): Promise<st
     await admin.connect();
   } catch (err) {
     if (process.env.CI === 'true') throw new Error(`CI=true and PostgreSQL is unreachable at ${ADMIN_URL}: ${String(err)}`);
-    t.skip(`PostgreSQL unreachable at ${ADMIN_URL}`);
+    (t.skip as unknown as (name: string) => void)(`PostgreSQL unreachable at ${ADMIN_URL}`);
     return undefined;
   }
   await admin.query(`CREATE DATABASE ${name}`);

@@ -28,7 +28,7 @@ export function needTools(t: Test, tools: string[]): boolean {
   if (process.env.CI === 'true') {
     t.fail(`CI=true and required tool(s) missing: ${missing.join(', ')}`);
   } else {
-    t.skip(`missing tool(s) on PATH: ${missing.join(', ')}`);
+    (t.skip as unknown as (name: string) => void)(`missing tool(s) on PATH: ${missing.join(', ')}`);
   }
   return false;
 }
