@@ -13,7 +13,7 @@ export function createLogger(name: string, opts: { level?: string; destination?:
   const level = opts.level ?? (envLevel && LEVELS.has(envLevel) ? envLevel : 'info');
   return pino(
     { name, level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
-    opts.destination ?? pino.destination({ dest: 2, sync: false }),
+    opts.destination ?? pino.destination({ dest: 2, sync: true }),
   );
 }
 

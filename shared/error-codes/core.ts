@@ -10,6 +10,7 @@ export const CORE_CODES = {
   UPLINK_ERR_PAYLOAD_TOO_LARGE: { status: 413, summary: 'A request or frame exceeds a configured size limit.' },
   UPLINK_ERR_UNAUTHENTICATED: { status: 401, summary: 'No valid API token was presented.' },
   UPLINK_ERR_FORBIDDEN: { status: 403, summary: "The API token's scopes do not allow this operation." },
+  UPLINK_ERR_RELAY_UNREACHABLE: { status: 503, summary: 'The CLI could not reach the relay.' },
   UPLINK_ERR_STORE: { status: 503, summary: 'The relay store (PostgreSQL or PGlite) failed.' },
   UPLINK_ERR_AUTH_MALFORMED: { status: 400, summary: 'The agent handshake headers are missing or malformed.' },
   UPLINK_ERR_AUTH_BAD_SIGNATURE: { status: 401, summary: 'The agent signature did not verify (or the appliance is unknown).' },
@@ -26,6 +27,7 @@ export const CORE_CODES = {
   UPLINK_ERR_TUNNEL_CLOSED: { status: 502, summary: 'The tunnel to the agent closed while the request was in flight.' },
   UPLINK_ERR_RELAY_SHUTTING_DOWN: { status: 503, summary: 'The relay is draining for shutdown.' },
   UPLINK_ERR_TLS_PIN_MISMATCH: { status: 495, summary: "The relay certificate does not match the agent's pin." },
+  UPLINK_ERR_OPERATION_DISABLED: { status: 403, summary: 'The customer disabled this kind of operation on the agent.' },
   UPLINK_ERR_EXEC_SPAWN: { status: 422, summary: 'The command could not be started on the agent.' },
   UPLINK_ERR_EXEC_TIMEOUT: { status: 408, summary: 'The command ran past its timeout and was killed.' },
 } as const;

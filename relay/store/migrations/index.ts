@@ -1,0 +1,14 @@
+/**
+ * Every migration, in order. Ids sort lexically; never edit one that has shipped, add a new one.
+ * Area numbering: 0001 foundation, 0002 operations (audit, sessions), 0003 deployments,
+ * 0004 telemetry, 0005 phases.
+ */
+import { m0001Foundation } from './0001-foundation.js';
+import { m0002Operations } from './0002-operations.js';
+
+export interface Migration {
+  id: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [m0001Foundation, m0002Operations];

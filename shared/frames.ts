@@ -1,0 +1,148 @@
+/**
+ * Channel framing for interactive operations (exec, shell): the same byte layout on the
+ * CLI↔relay WebSocket stream and on the relay↔agent HTTP/2 stream, like gRPC's
+ * length-prefixed messages or Kubernetes' channel protocol.
+ *
+ *   [u8 channel][u32 big-endian length][payload]
+ *
+ * Channels: 0 stdin, 1 stdout, 2 stderr, 3 control (UTF-8 JSON, see ControlMessage).
+ * The length is checked against a limit before any payload is buffered.
+ */
+import { Transform, type TransformCallback } from 'node:stream';
+import { UplinkError } from './errors.js';
+
+export const CHANNEL = { stdin: 0, stdout: 1, stderr: 2, control: 3 } as const;
+export type Channel = (typeof CHANNEL)[keyof typeof CHANNEL];
+
+export const FRAME_HEADER_BYTES = 5;
+/** Default upper bound for one frame's payload. */
+export const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024;
+
+export type ControlMessage =
+  | { type: 'eof' }
+  | { type: 'signal'; signal: string }
+  | { type: 'resize'; cols: number; rows: number }
+  | { type: 'exit'; code: number | null; signal: string | null; reason?: string }
+  | { type: 'error'; code: string; message: string };
+
+export interface Frame {
+  channel: number;
+  payload: Buffer;
+}
+
+export function encodeFrame(channel: number, payload: Buffer | string): Buffer {
+  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + body.length);
+  out[0] = channel;
+  out.writeUInt32BE(body.length, 1);
+  body.copy(out, FRAME_HEADER_BYTES);
+  return out;
+}
+
+export function encodeControl(msg: ControlMessage): Buffer {
+  return encodeFrame(CHANNEL.control, JSON.stringify(msg));
+}
+
+/** Parse a control payload; throws UPLINK_ERR_BAD_REQUEST for anything not a known message. */
+export function parseControl(payload: Buffer): ControlMessage {
+  let msg: unknown;
+  try {
+    msg = JSON.parse(payload.toString('utf8'));
+  } catch {
+    throw new UplinkError('UPLINK_ERR_BAD_REQUEST', 'control frame is not JSON');
+  }
+  const m = msg as Record<string, unknown>;
+  switch (m?.type) {
+    case 'eof':
+      return { type: 'eof' };
+    case 'signal':
+      if (typeof m.signal === 'string') return { type: 'signal', signal: m.signal };
+      break;
+    case 'resize':
+      if (Number.isInteger(m.cols) && Number.isInteger(m.rows)) return { type: 'resize', cols: m.cols as number, rows: m.rows as number };
+      break;
+    case 'exit':
+      return {
+        type: 'exit',
+        code: typeof m.code === 'number' ? m.code : null,
+        signal: typeof m.signal === 'string' ? m.signal : null,
+        ...(typeof m.reason === 'string' ? { reason: m.reason } : {}),
+      };
+    case 'error':
+      if (typeof m.code === 'string' && typeof m.message === 'string') return { type: 'error', code: m.code, message: m.message };
+      break;
+  }
+  throw new UplinkError('UPLINK_ERR_BAD_REQUEST', 'unknown or malformed control frame');
+}
+
+/**
+ * Bytes in, Frame objects out. Rejects a frame whose declared length exceeds `maxFrameBytes`
+ * before buffering it, and an unknown channel number.
+ */
+export class FrameDecoder extends Transform {
+  private buffered: Buffer[] = [];
+  private bufferedBytes = 0;
+  private readonly maxFrameBytes: number;
+
+  constructor(opts: { maxFrameBytes?: number } = {}) {
+    super({ readableObjectMode: true });
+    this.maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.buffered.push(chunk);
+    this.bufferedBytes += chunk.length;
+    try {
+      this.drainFrames();
+      done();
+    } catch (err) {
+      done(err as Error);
+    }
+  }
+
+  override _flush(done: TransformCallback): void {
+    if (this.bufferedBytes > 0) {
+      done(new UplinkError('UPLINK_ERR_BAD_REQUEST', `stream ended inside a frame (${this.bufferedBytes} bytes left)`));
+      return;
+    }
+    done();
+  }
+
+  private drainFrames(): void {
+    while (this.bufferedBytes >= FRAME_HEADER_BYTES) {
+      const head = this.peekBytes(FRAME_HEADER_BYTES);
+      const channel = head[0]!;
+      const length = head.readUInt32BE(1);
+      if (channel > CHANNEL.control) throw new UplinkError('UPLINK_ERR_BAD_REQUEST', `unknown frame channel ${channel}`);
+      if (length > this.maxFrameBytes) {
+        throw new UplinkError('UPLINK_ERR_PAYLOAD_TOO_LARGE', `frame of ${length} bytes exceeds the ${this.maxFrameBytes}-byte limit`);
+      }
+      if (this.bufferedBytes < FRAME_HEADER_BYTES + length) return;
+      const all = this.takeBytes(FRAME_HEADER_BYTES + length);
+      this.push({ channel, payload: all.subarray(FRAME_HEADER_BYTES) } satisfies Frame);
+    }
+  }
+
+  private peekBytes(n: number): Buffer {
+    if (this.buffered[0]!.length >= n) return this.buffered[0]!;
+    const joined = Buffer.concat(this.buffered);
+    this.buffered = [joined];
+    return joined;
+  }
+
+  private takeBytes(n: number): Buffer {
+    const first = this.buffered[0]!;
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.buffered.shift();
+      else this.buffered[0] = first.subarray(n);
+    } else {
+      const joined = Buffer.concat(this.buffered);
+      out = joined.subarray(0, n);
+      this.buffered = joined.length > n ? [joined.subarray(n)] : [];
+    }
+    this.bufferedBytes -= n;
+    return out;
+  }
+}
