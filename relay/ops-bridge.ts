@@ -1,0 +1,226 @@
+/**
+ * Interactive operations: the vendor CLI opens a WebSocket to
+ * `/v1/appliances/{name}/{op}`; the relay authenticates the token, checks the scope and the
+ * appliance (on every request, so a revoked key or token stops new work at once), opens an
+ * HTTP/2 stream to the agent carrying the spec, and only when the agent accepts (HTTP 200)
+ * completes the upgrade. From then on bytes flow both ways with backpressure: the relay
+ * does not parse them unless a tap (recording) asks to.
+ *
+ * Errors before the upgrade are HTTP status + `{code, message}`, exactly as the agent or
+ * the relay produced them.
+ */
+import type { IncomingMessage } from 'node:http';
+import http2, { type ClientHttp2Stream, type IncomingHttpHeaders as H2Headers } from 'node:http2';
+import { randomUUID } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
+import { UplinkError, errorFromBody, toUplinkError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { OP_HEADERS } from '../shared/protocol.js';
+import type { RelayConfig } from './config.js';
+import type { Store } from './store/store.js';
+import type { AgentGateway } from './gateway.js';
+import type { RelayMetrics } from './metrics.js';
+import { ApiAuthenticator } from './api-auth.js';
+import type { ApiToken, Scope } from './store/tokens-repo.js';
+import { rejectUpgrade } from './upgrade-reply.js';
+
+export interface OpKind {
+  name: string;
+  scope: Scope;
+  agentPath: string;
+}
+
+export interface OpStartInfo {
+  op: OpKind;
+  token: ApiToken;
+  applianceId: string;
+  applianceName: string;
+  requestId: string;
+  spec: unknown;
+}
+
+/** Optional observer of a running operation (recordings, audit). */
+export interface OpTap {
+  onStart?(info: OpStartInfo): void;
+  /** Bytes relay→CLI (agent output), as they pass. */
+  onAgentData?(chunk: Buffer): void;
+  /** Bytes CLI→agent, as they pass. */
+  onClientData?(chunk: Buffer): void;
+  onEnd?(outcome: { error?: UplinkError; bytesIn: number; bytesOut: number }): void;
+}
+
+const AGENT_RESPONSE_TIMEOUT_MS = 30_000;
+const MAX_ERROR_BODY = 64 * 1024;
+
+export class OpsBridge {
+  private readonly wss: WebSocketServer;
+  private readonly apiAuth: ApiAuthenticator;
+
+  constructor(
+    private readonly cfg: Readonly<RelayConfig>,
+    private readonly store: Store,
+    private readonly gateway: AgentGateway,
+    private readonly log: Logger,
+    private readonly metrics: RelayMetrics,
+    private readonly taps: Array<(info: OpStartInfo) => OpTap | undefined> = [],
+  ) {
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: cfg.limits.maxWebSocketMessageBytes, perMessageDeflate: false, clientTracking: false });
+    this.apiAuth = new ApiAuthenticator(store);
+  }
+
+  addTap(factory: (info: OpStartInfo) => OpTap | undefined): void {
+    this.taps.push(factory);
+  }
+
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, op: OpKind, applianceName: string): void {
+    socket.on('error', () => {});
+    const requestId = randomUUID();
+    const log = this.log.child({ request: requestId, op: op.name, appliance: applianceName });
+    this.open(req, op, applianceName, requestId, log)
+      .then(({ stream, info }) => {
+        if (socket.destroyed) {
+          stream.close();
+          return;
+        }
+        this.wss.handleUpgrade(req, socket, head, (ws) => this.bridge(ws, stream, info, log));
+      })
+      .catch((err: unknown) => {
+        const e = toUplinkError(err);
+        if (e.code === 'UPLINK_ERR_UNAUTHENTICATED' || e.code === 'UPLINK_ERR_FORBIDDEN') this.metrics.authFailures.inc({ code: e.code });
+        log.info({ code: e.code, reason: e.message }, 'operation refused');
+        rejectUpgrade(socket, e, { 'x-uplink-request-id': requestId });
+      });
+  }
+
+  private async open(req: IncomingMessage, op: OpKind, applianceName: string, requestId: string, log: Logger): Promise<{ stream: ClientHttp2Stream; info: OpStartInfo }> {
+    const token = await this.apiAuth.authenticate(req);
+    ApiAuthenticator.require(token, op.scope);
+    const rawSpec = req.headers[OP_HEADERS.spec];
+    if (typeof rawSpec !== 'string' || rawSpec.length === 0) throw new UplinkError('UPLINK_ERR_BAD_REQUEST', `missing ${OP_HEADERS.spec} header`);
+    if (rawSpec.length > this.cfg.limits.maxSpecBytes) throw new UplinkError('UPLINK_ERR_PAYLOAD_TOO_LARGE', `operation spec exceeds ${this.cfg.limits.maxSpecBytes} bytes`);
+    let spec: unknown;
+    try {
+      spec = JSON.parse(Buffer.from(rawSpec, 'base64url').toString('utf8'));
+    } catch {
+      throw new UplinkError('UPLINK_ERR_BAD_REQUEST', `${OP_HEADERS.spec} is not base64url JSON`);
+    }
+    const appliance = await this.store.appliances.byName(applianceName);
+    if (!appliance) throw new UplinkError('UPLINK_ERR_NOT_FOUND', `no appliance named "${applianceName}"`);
+    if (appliance.keyRevokedAt) {
+      this.gateway.revoke(appliance.id);
+      throw new UplinkError('UPLINK_ERR_AUTH_KEY_REVOKED', `the agent key of "${applianceName}" was revoked`);
+    }
+    const session = this.gateway.get(appliance.id);
+    if (!session) throw new UplinkError('UPLINK_ERR_AGENT_OFFLINE', `no agent is connected for "${applianceName}"`);
+    const stream = session.request(
+      {
+        ':path': op.agentPath,
+        [OP_HEADERS.spec]: rawSpec,
+        [OP_HEADERS.actor]: token.name,
+        [OP_HEADERS.requestId]: requestId,
+      },
+      op.name,
+    );
+    log.info({ actor: token.name }, 'operation requested');
+    const headers = await awaitResponse(stream, AGENT_RESPONSE_TIMEOUT_MS);
+    const status = Number(headers[':status']);
+    if (status !== 200) {
+      const body = await readSmallBody(stream, MAX_ERROR_BODY);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body);
+      } catch {
+        parsed = undefined;
+      }
+      stream.close();
+      throw errorFromBody(parsed, status);
+    }
+    return { stream, info: { op, token, applianceId: appliance.id, applianceName, requestId, spec } };
+  }
+
+  private bridge(ws: WebSocket, stream: ClientHttp2Stream, info: OpStartInfo, log: Logger): void {
+    const client = createWebSocketStream(ws);
+    const taps = this.taps.map((f) => f(info)).filter((t): t is OpTap => t !== undefined);
+    for (const t of taps) t.onStart?.(info);
+    let bytesIn = 0;
+    let bytesOut = 0;
+    let finished = false;
+    const finish = (err?: UplinkError): void => {
+      if (finished) return;
+      finished = true;
+      for (const t of taps) t.onEnd?.({ ...(err ? { error: err } : {}), bytesIn, bytesOut });
+      log.info({ bytesFromAgent: bytesIn, bytesToAgent: bytesOut, ...(err ? { code: err.code } : {}) }, 'operation ended');
+    };
+    stream.on('data', (chunk: Buffer) => {
+      bytesIn += chunk.length;
+      for (const t of taps) t.onAgentData?.(chunk);
+    });
+    client.on('data', (chunk: Buffer) => {
+      bytesOut += chunk.length;
+      for (const t of taps) t.onClientData?.(chunk);
+    });
+    // pipe() gives backpressure both ways: a slow CLI pauses the agent's stream (HTTP/2 flow
+    // control then pauses the process), a slow agent pauses the CLI's WebSocket.
+    stream.pipe(client);
+    client.pipe(stream);
+    stream.on('end', () => client.end());
+    stream.on('error', (err) => {
+      log.debug({ err: err.message }, 'agent stream error');
+      client.destroy();
+      finish(new UplinkError('UPLINK_ERR_TUNNEL_CLOSED', 'the agent stream failed'));
+    });
+    stream.on('close', () => {
+      if (!client.destroyed && !stream.readableEnded) client.destroy();
+      finish(stream.rstCode && stream.rstCode !== 0 ? new UplinkError('UPLINK_ERR_TUNNEL_CLOSED', `agent stream reset (${stream.rstCode})`) : undefined);
+    });
+    client.on('error', (err) => log.debug({ err: err.message }, 'client websocket error'));
+    ws.once('close', () => {
+      // The engineer went away before the agent finished: RST_STREAM(CANCEL) so the agent
+      // stops the work. Only while the agent's side is still open: resetting a stream that
+      // already ended both ways sends nghttp2 over a JS stream into a runaway allocation
+      // loop on Node 20 (seen here; reproduced by test/relay/ops-bridge.test.ts).
+      if (!stream.closed && !stream.readableEnded) stream.close(http2.constants.NGHTTP2_CANCEL);
+    });
+  }
+}
+
+function awaitResponse(stream: ClientHttp2Stream, timeoutMs: number): Promise<H2Headers> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      stream.close();
+      reject(new UplinkError('UPLINK_ERR_TUNNEL_CLOSED', `agent did not answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    stream.once('response', (headers) => {
+      clearTimeout(timer);
+      resolve(headers);
+    });
+    stream.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new UplinkError('UPLINK_ERR_TUNNEL_CLOSED', `agent stream failed: ${err.message}`, { cause: err }));
+    });
+    stream.once('close', () => {
+      clearTimeout(timer);
+      reject(new UplinkError('UPLINK_ERR_TUNNEL_CLOSED', 'agent stream closed before answering'));
+    });
+  });
+}
+
+/**
+ * Collect a short error body. The agent may reset the stream right after its response (its
+ * side is done while ours is still open), so whatever arrived before 'close' counts.
+ */
+export function readSmallBody(stream: NodeJS.ReadableStream, limit: number): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = () => resolve(Buffer.concat(chunks).toString('utf8'));
+    stream.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) chunks.push(chunk);
+    });
+    stream.once('end', done);
+    stream.once('close', done);
+    stream.once('error', done);
+  });
+}
