@@ -20,6 +20,7 @@ import { writeStatus } from './status-file.js';
 import { PhaseAccess } from './phases/credentials.js';
 import { watchAccessChanges } from './phases/grant.js';
 import { AgentAuditLog } from './audit-log.js';
+import { agentCapabilities, type AgentCapability } from './capabilities.js';
 
 /** `uplink-agent credentials …`: how child processes fetch refreshed phase credentials. */
 export function credentialProcessCommand(): string[] {
@@ -35,6 +36,7 @@ export class Agent {
   /** The customer's own hash-chained copy of what the vendor did. */
   audit!: AgentAuditLog;
   private accessWatch: { close(): void } | undefined;
+  private capabilities: AgentCapability[] = [];
   private statusTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   readonly fatal: Promise<UplinkError>;
@@ -106,6 +108,10 @@ export class Agent {
     // revoke ends open Operate sessions without waiting for the periodic re-check.
     this.accessWatch = watchAccessChanges(this.cfg.stateDir, () => void this.phases.accessChanged());
     this.log.info({ mode: this.phases.mode }, this.phases.mode === 'local' ? 'phases decided by local config (no AWS roles configured)' : 'phases use the customer IAM roles');
+    for (const cap of agentCapabilities()) {
+      await cap.start(this);
+      this.capabilities.push(cap);
+    }
     this.connection = new RelayConnection(this.cfg, this.identity, this.tunnel, this.log);
     this.connection.on('fatal', (err: UplinkError) => this.resolveFatal(err));
     const write = () => {
@@ -130,6 +136,9 @@ export class Agent {
     clearInterval(this.statusTimer);
     this.connection?.stop();
     this.tunnel.close();
+    for (const cap of [...this.capabilities].reverse()) {
+      await Promise.resolve(cap.stop?.()).catch((err) => this.log.error({ err: String(err), capability: cap.name }, 'capability stop failed'));
+    }
     this.accessWatch?.close();
     await this.phases?.close();
     await this.audit?.close();

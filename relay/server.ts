@@ -27,6 +27,7 @@ import { OpsBridge, type OpKind } from './ops-bridge.js';
 import { matchRoute, sendError, sendJson, type Route } from './http-util.js';
 import { rejectUpgrade } from './upgrade-reply.js';
 import { AGENT_PATHS } from '../shared/protocol.js';
+import { relayCapabilities, type RelayCapability } from './capabilities.js';
 
 export interface RelayOptions {
   logger?: Logger;
@@ -57,6 +58,7 @@ export class Relay {
   private closing: Promise<void> | undefined;
   private ready = false;
   private boundUrl = '';
+  private capabilities: RelayCapability[] = [];
   /** Extra routes and ops registered by capabilities (deployments, telemetry, …). */
   readonly extensions: { routes: Route<ApiContext>[]; ops: Record<string, OpKind> } = { routes: [], ops: {} };
 
@@ -83,6 +85,10 @@ export class Relay {
     this.ops = new OpsBridge(this.cfg, this.store, this.gateway, this.log, this.metrics);
     this.apiAuth = new ApiAuthenticator(this.store);
     this.routes = buildApiRoutes({ cfg: this.cfg, store: this.store, gateway: this.gateway, publicUrl: () => this.publicUrl() });
+    for (const cap of relayCapabilities()) {
+      await cap.start(this);
+      this.capabilities.push(cap);
+    }
 
     this.server = this.cfg.tls
       ? https.createServer({ cert: readFileSync(this.cfg.tls.certFile), key: readFileSync(this.cfg.tls.keyFile) })
@@ -210,6 +216,9 @@ export class Relay {
     this.ready = false;
     for (const t of this.timers) clearInterval(t);
     this.log.info({ agents: this.gateway?.size ?? 0 }, 'relay draining');
+    for (const cap of [...this.capabilities].reverse()) {
+      await Promise.resolve(cap.stop?.()).catch((err) => this.log.error({ err: String(err), capability: cap.name }, 'capability stop failed'));
+    }
     const serverClosed = this.server ? new Promise<void>((r) => this.server.close(() => r())) : Promise.resolve();
     if (this.gateway) await this.gateway.drain(this.cfg.shutdown.drainTimeoutMs);
     this.server?.closeIdleConnections?.();

@@ -1,0 +1,19 @@
+/**
+ * Capabilities beyond the foundation (shell, forward, sql, kube, recordings, audit,
+ * deployments, telemetry) plug into the relay here: each registers routes
+ * (`relay.extensions.routes`), interactive ops (`relay.extensions.ops`), taps on operations
+ * (`relay.ops.addTap`) and background work. `start` runs after the store, gateway and ops
+ * bridge exist and before the relay listens; `stop` runs first thing on shutdown.
+ */
+import type { Relay } from './server.js';
+
+export interface RelayCapability {
+  name: string;
+  start(relay: Relay): Promise<void> | void;
+  stop?(): Promise<void> | void;
+}
+
+/** Every capability, in start order. */
+export function relayCapabilities(): RelayCapability[] {
+  return [];
+}
