@@ -40,6 +40,11 @@ export interface RelayOptions {
 /** Interactive operations reachable at /v1/appliances/{name}/{op}. */
 export const OPS: Record<string, OpKind> = {
   exec: { name: 'exec', scope: 'operate', agentPath: AGENT_PATHS.exec },
+  shell: { name: 'shell', scope: 'operate', agentPath: AGENT_PATHS.shell },
+  forward: { name: 'forward', scope: 'operate', agentPath: AGENT_PATHS.forward },
+  sql: { name: 'sql', scope: 'operate', agentPath: AGENT_PATHS.sql },
+  kube: { name: 'kube', scope: 'operate', agentPath: AGENT_PATHS.kube },
+  'kube-upgrade': { name: 'kube-upgrade', scope: 'operate', agentPath: AGENT_PATHS.kubeUpgrade },
 };
 
 const OP_PATH = /^\/v1\/appliances\/([a-z0-9][a-z0-9-]{0,62})\/([a-z-]+)$/;

@@ -16,7 +16,18 @@ export const PATHS = {
 /** Paths the relay requests on the agent, over HTTP/2 inside the tunnel. */
 export const AGENT_PATHS = {
   info: '/v1/info',
+  phases: '/v1/phases',
   exec: '/v1/ops/exec',
+  shell: '/v1/ops/shell',
+  forward: '/v1/ops/forward',
+  sql: '/v1/ops/sql',
+  kube: '/v1/ops/kube',
+  kubeUpgrade: '/v1/ops/kube-upgrade',
+  deployRun: '/v1/deploy/run',
+  deployStatus: '/v1/deploy/status',
+  deployCancel: '/v1/deploy/cancel',
+  telemetryPull: '/v1/telemetry/pull',
+  telemetryAck: '/v1/telemetry/ack',
 } as const;
 
 /** Handshake headers on the agent's WebSocket upgrade request. */
