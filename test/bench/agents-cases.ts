@@ -1,0 +1,171 @@
+/**
+ * Fleet benchmarks: idle agents held by one relay (RSS per agent, heartbeat CPU), a reconnect
+ * storm after a relay restart, and exec dispatch latency with the fleet connected. The fleet
+ * is a separate load-generator process holding real agent connections.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ApiClient } from '../../relay/cli/api-client.js';
+import { FrameDecoder, type Frame } from '../../shared/frames.js';
+import { cpuSeconds, rssBytes } from './proc.js';
+import { figure, percentile, type Figure } from './stats.js';
+import { startRelayProcess, type RelayProc } from './relay-process.js';
+
+export interface CaseResult {
+  name: string;
+  figures: Record<string, Figure & { unit: string }>;
+  target: string;
+  met: boolean | null;
+  notes: string[];
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function createAppliances(client: ApiClient, n: number, concurrency = 32): Promise<string[]> {
+  const tokens: string[] = new Array(n);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < n) {
+        const i = next++;
+        const r = await client.call<{ enrollmentToken: string }>('POST', '/v1/appliances', { name: `bench-${i}`, customer: 'bench', instanceId: `i-bench-${i}` });
+        tokens[i] = r.enrollmentToken;
+      }
+    }),
+  );
+  return tokens;
+}
+
+class Fleet {
+  connected = 0;
+  private constructor(readonly child: ChildProcess) {}
+  static start(relayUrl: string, tokensFile: string, stateRoot: string): Fleet {
+    const child = spawn(process.execPath, ['--import', 'tsx', new URL('./load-agents.ts', import.meta.url).pathname, relayUrl, tokensFile, stateRoot], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const fleet = new Fleet(child);
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        try {
+          fleet.connected = (JSON.parse(buf.slice(0, i)) as { connected: number }).connected;
+        } catch {
+          // ignore
+        }
+        buf = buf.slice(i + 1);
+      }
+    });
+    return fleet;
+  }
+  async waitConnected(n: number, timeoutMs: number): Promise<number> {
+    const start = Date.now();
+    while (this.connected < n) {
+      if (Date.now() - start > timeoutMs) throw new Error(`only ${this.connected}/${n} agents connected after ${timeoutMs} ms`);
+      await sleep(100);
+    }
+    return Date.now() - start;
+  }
+  stop(): void {
+    this.child.kill('SIGTERM');
+  }
+}
+
+/** One exec of `true` from CLI-side open to the exit frame. */
+async function execOnce(client: ApiClient, appliance: string): Promise<number> {
+  const t0 = performance.now();
+  const duplex = await client.openOp(appliance, 'exec', { command: 'true', args: [] });
+  const dec = new FrameDecoder();
+  duplex.pipe(dec);
+  await new Promise<void>((resolve, reject) => {
+    dec.on('data', (f: Frame) => {
+      if (f.channel === 3 && f.payload.includes('"exit"')) resolve();
+    });
+    dec.on('error', reject);
+    duplex.on('close', () => resolve());
+  });
+  const ms = performance.now() - t0;
+  duplex.destroy();
+  return ms;
+}
+
+export async function runFleetCases(dir: string, opts: { agents: number; execSamples: number; windows: number; heartbeatMs: number; databaseUrl?: string }): Promise<CaseResult[]> {
+  const token = 'bench-admin-token-0123456789abcdef';
+  const relayCfg = { heartbeat: { intervalMs: opts.heartbeatMs } };
+  let relay: RelayProc = await startRelayProcess({ dir, token, config: relayCfg, ...(opts.databaseUrl ? { databaseUrl: opts.databaseUrl } : {}) });
+  const port = Number(new URL(relay.url).port);
+  const client = new ApiClient({ url: relay.url, token });
+  const results: CaseResult[] = [];
+  await sleep(2000);
+  const baseRss = rssBytes(relay.pid);
+  const tokens = await createAppliances(client, opts.agents);
+  const tokensFile = join(dir, 'tokens.json');
+  writeFileSync(tokensFile, JSON.stringify(tokens));
+  const fleet = Fleet.start(relay.url, tokensFile, join(dir, 'fleet'));
+  try {
+    const connectMs = await fleet.waitConnected(opts.agents, 600_000);
+    await sleep(3000);
+    // Idle: RSS per agent and heartbeat CPU, over several heartbeat windows.
+    const perAgent: number[] = [];
+    const cpuPct: number[] = [];
+    for (let w = 0; w < opts.windows; w++) {
+      const c0 = cpuSeconds(relay.pid);
+      const t0 = Date.now();
+      await sleep(opts.heartbeatMs * 2);
+      cpuPct.push(((cpuSeconds(relay.pid) - c0) / ((Date.now() - t0) / 1000)) * 100);
+      perAgent.push((rssBytes(relay.pid) - baseRss) / opts.agents / 1024);
+    }
+    const rss = figure(perAgent);
+    const cpu = figure(cpuPct);
+    results.push({
+      name: `idle agents (${opts.agents}) held by one relay`,
+      figures: { 'relay RSS per agent': { ...rss, unit: 'KiB' }, 'relay CPU (heartbeats, idle)': { ...cpu, unit: '% of one core' } },
+      target: '≤ 64 KiB per agent; < 25% of one core',
+      met: rss.median <= 64 && cpu.median < 25,
+      notes: [`initial connect of ${opts.agents} agents took ${(connectMs / 1000).toFixed(1)} s`, `heartbeat interval ${opts.heartbeatMs} ms`],
+    });
+
+    // Exec dispatch latency with the fleet connected.
+    const batches: number[] = [];
+    const p50s: number[] = [];
+    for (let b = 0; b < 3; b++) {
+      const lat: number[] = [];
+      for (let i = 0; i < opts.execSamples; i++) lat.push(await execOnce(client, `bench-${(b * 7919 + i * 104729) % opts.agents}`));
+      batches.push(percentile(lat, 99));
+      p50s.push(percentile(lat, 50));
+    }
+    const p99 = figure(batches);
+    results.push({
+      name: `exec dispatch latency with ${opts.agents} agents connected`,
+      figures: { 'p99 (per batch of samples)': { ...p99, unit: 'ms' }, p50: { ...figure(p50s), unit: 'ms' } },
+      target: 'p99 ≤ 50 ms',
+      met: p99.median <= 50,
+      notes: [`${opts.execSamples} sequential execs of true per batch, 3 batches; includes process spawn on the agent`],
+    });
+
+    // Reconnect storm: restart the relay with the fleet connected.
+    await relay.stop('SIGTERM');
+    const t0 = Date.now();
+    relay = await startRelayProcess({ dir, port, token, config: relayCfg, ...(opts.databaseUrl ? { databaseUrl: opts.databaseUrl } : {}) });
+    const upMs = Date.now() - t0;
+    fleet.connected = 0;
+    await sleep(1100);
+    const backMs = await fleet.waitConnected(opts.agents, 300_000);
+    const usable = await execOnce(new ApiClient({ url: relay.url, token }), 'bench-0');
+    const total = (Date.now() - t0) / 1000;
+    results.push({
+      name: `reconnect storm: relay restarted with ${opts.agents} agents`,
+      figures: { 'all back and usable after restart': { ...figure([total]), unit: 's' } },
+      target: '≤ 60 s',
+      met: total <= 60,
+      notes: [`relay restart took ${(upMs / 1000).toFixed(1)} s of it; agents back ${(backMs / 1000).toFixed(1)} s after; an exec then took ${usable.toFixed(0)} ms`, 'one run per bench invocation (a storm is expensive)'],
+    });
+  } finally {
+    fleet.stop();
+    await relay.stop();
+    await client.close();
+  }
+  return results;
+}

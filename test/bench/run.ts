@@ -1,0 +1,69 @@
+/**
+ * `npm run bench`: runs the benchmark cases, prints a table and writes
+ * test/bench/results/latest.json and latest.md (machine, versions, date; each figure as the
+ * median of several runs with min and max, and ratios against baselines measured in the same
+ * run). Not part of `npm test`.
+ *
+ * Environment: BENCH_AGENTS (default 10000), BENCH_EXEC_SAMPLES (200), BENCH_WINDOWS (3),
+ * BENCH_HEARTBEAT_MS (15000), BENCH_DATABASE_URL (PostgreSQL for the relay; default PGlite),
+ * BENCH_ONLY (comma-separated case groups: fleet).
+ */
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { cpus, totalmem, tmpdir, release } from 'node:os';
+import { join } from 'node:path';
+import { VERSION } from '../../shared/version.js';
+import { runFleetCases, type CaseResult } from './agents-cases.js';
+
+const env = process.env;
+const num = (name: string, def: number) => (env[name] ? Number(env[name]) : def);
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'uplink-bench-'));
+  const only = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',')) : undefined;
+  const results: CaseResult[] = [];
+  try {
+    if (!only || only.has('fleet')) {
+      results.push(
+        ...(await runFleetCases(join(dir, 'fleet'), {
+          agents: num('BENCH_AGENTS', 10000),
+          execSamples: num('BENCH_EXEC_SAMPLES', 200),
+          windows: num('BENCH_WINDOWS', 3),
+          heartbeatMs: num('BENCH_HEARTBEAT_MS', 15000),
+          ...(env.BENCH_DATABASE_URL ? { databaseUrl: env.BENCH_DATABASE_URL } : {}),
+        })),
+      );
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const report = {
+    date: new Date().toISOString(),
+    machine: { cpus: cpus().length, model: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), kernel: release() },
+    versions: { node: process.version, uplink: VERSION },
+    results,
+  };
+  const out = new URL('./results/', import.meta.url).pathname;
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
+  const lines = [
+    `# uplink benchmarks`,
+    '',
+    `${report.date} · node ${report.versions.node} · uplink ${VERSION} · ${report.machine.cpus} × ${report.machine.model} · ${report.machine.memoryGiB} GiB`,
+    '',
+    '| case | figure | median | min | max | target | met |',
+    '|---|---|---|---|---|---|---|',
+  ];
+  for (const r of results) {
+    for (const [name, f] of Object.entries(r.figures)) {
+      lines.push(`| ${r.name} | ${name} (${f.unit}) | ${f.median.toFixed(2)} | ${f.min.toFixed(2)} | ${f.max.toFixed(2)} | ${r.target} | ${r.met === null ? '-' : r.met ? 'yes' : 'NO'} |`);
+    }
+  }
+  lines.push('', ...results.flatMap((r) => r.notes.map((n) => `- ${r.name}: ${n}`)), '');
+  writeFileSync(join(out, 'latest.md'), lines.join('\n'));
+  process.stdout.write(lines.join('\n'));
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`bench failed: ${err.stack ?? err.message}\n`);
+  process.exit(1);
+});
