@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { WINDOW_START_SLACK_MS, closeTrustWindow, revokeOlderSessions, setTrustWindow } from './trust-window.js';
 import { IAMClient, TagRoleCommand, UntagRoleCommand, type IAMClientConfig } from '@aws-sdk/client-iam';
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import { UplinkError } from '../../shared/errors.js';
@@ -141,6 +142,8 @@ export class AccessControl {
       await this.tagRole(role, tags);
       // A reason from an earlier grant must not linger on this one.
       if (!reason) await this.untagRole(role, [names.reason]);
+      // The IAM half: open the trust policy's time window to the same end time.
+      await setTrustWindow(this.iam!, role, new Date(now - WINDOW_START_SLACK_MS).toISOString().replace(/\.\d{3}Z$/, 'Z'), until);
     } else {
       await writeLocalGrant(this.stateDir!, phase, { access, until, actor, at, ...(reason ? { reason } : {}) });
     }
@@ -158,6 +161,9 @@ export class AccessControl {
       const names = phaseTags(phase);
       await this.tagRole(role, [{ Key: names.access, Value: 'disabled' }, { Key: names.grantedBy, Value: sanitizeTagValue(actor) }]);
       await this.untagRole(role, [names.until, names.reason]);
+      // The IAM half: close the trust window, and cut off sessions already issued.
+      await closeTrustWindow(this.iam!, role);
+      await revokeOlderSessions(this.iam!, role, at.replace(/\.\d{3}Z$/, 'Z'));
     } else {
       await writeLocalGrant(this.stateDir!, phase, { access: 'disabled', actor, at });
     }
