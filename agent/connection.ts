@@ -43,6 +43,8 @@ export class RelayConnection extends EventEmitter {
   private retryTimer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private lastPingAt = 0;
+  /** Watchdog ticks since the last ping from the relay (see armWatchdog). */
+  private watchdogTicks = 0;
   private heartbeatMs: number;
   private connectedAt = 0;
   private identity: AgentIdentity;
@@ -153,6 +155,7 @@ export class RelayConnection extends EventEmitter {
     });
     ws.on('ping', () => {
       this.lastPingAt = Date.now();
+      this.watchdogTicks = 0;
     });
     ws.on('error', (err) => {
       const e = isUplinkError(err) ? err : new UplinkError('UPLINK_ERR_TUNNEL_CLOSED', err.message);
@@ -188,9 +191,12 @@ export class RelayConnection extends EventEmitter {
 
   private armWatchdog(): void {
     clearInterval(this.watchdog);
+    this.watchdogTicks = 0;
     this.watchdog = setInterval(() => {
       const silent = Date.now() - this.lastPingAt;
-      if (silent > this.heartbeatMs * this.cfg.heartbeat.missedIntervals) {
+      // Also counted in ticks: after an event-loop stall this timer runs before the pings
+      // already waiting in the socket are read, and must not drop a healthy connection.
+      if (silent > this.heartbeatMs * this.cfg.heartbeat.missedIntervals && ++this.watchdogTicks > this.cfg.heartbeat.missedIntervals) {
         this.log.warn({ silentMs: silent }, 'relay heartbeat lost; reconnecting');
         this.ws?.terminate();
       }

@@ -8,7 +8,7 @@ import http2, { type Http2Server, type Http2Session, type IncomingHttpHeaders, t
 import type { Duplex } from 'node:stream';
 import { UplinkError, toUplinkError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import { OP_HEADERS } from '../shared/protocol.js';
+import { H2_WINDOWS, OP_HEADERS } from '../shared/protocol.js';
 
 export interface RequestContext {
   requestId: string;
@@ -51,11 +51,12 @@ export class TunnelServer {
   ) {
     this.server = http2.createServer({
       maxSessionMemory: opts.h2SessionMemoryMiB,
-      settings: { maxConcurrentStreams: opts.maxConcurrentStreams, enablePush: false, initialWindowSize: 1024 * 1024 },
+      settings: { maxConcurrentStreams: opts.maxConcurrentStreams, enablePush: false, initialWindowSize: H2_WINDOWS.streamBytes },
     });
     this.server.on('stream', (stream, headers) => this.route(stream, headers));
     this.server.on('session', (session) => {
       this.sessions.add(session);
+      session.setLocalWindowSize(H2_WINDOWS.connectionBytes);
       session.on('error', (err) => log.debug({ err: err.message }, 'tunnel session error'));
       session.once('close', () => this.sessions.delete(session));
     });

@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { UplinkError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import { CLOSE_CODES } from '../shared/protocol.js';
+import { CLOSE_CODES, H2_WINDOWS } from '../shared/protocol.js';
 import type { RelayMetrics } from './metrics.js';
 
 export interface AgentSessionInfo {
@@ -32,6 +32,12 @@ export class AgentSession {
   readonly connectionId = `con_${randomBytes(8).toString('hex')}`;
   readonly connectedAt = new Date();
   lastPongAt = Date.now();
+  /**
+   * Heartbeat sweeps since the last pong. Counted in sweeps, not wall time: after an event
+   * loop stall the sweep timer runs before the pong already waiting in the socket is read,
+   * and a wall-clock check would then cut every healthy agent at once.
+   */
+  missedPongs = 0;
   private readonly h2: ClientHttp2Session;
   private readonly duplex: Duplex;
   private openStreams = 0;
@@ -53,12 +59,16 @@ export class AgentSession {
     this.socket = (ws as unknown as { _socket?: Socket })._socket;
     ws.on('pong', () => {
       this.lastPongAt = Date.now();
+      this.missedPongs = 0;
     });
     this.duplex.on('error', (err) => log.debug({ err }, 'tunnel stream error'));
     this.h2 = http2.connect('http://agent.uplink.invalid', {
       createConnection: () => this.duplex,
       maxSessionMemory: opts.h2SessionMemoryMiB,
-      settings: { enablePush: false, initialWindowSize: 1024 * 1024 },
+      settings: { enablePush: false, initialWindowSize: H2_WINDOWS.streamBytes },
+    });
+    this.h2.once('connect', () => {
+      if (!this.h2.destroyed) this.h2.setLocalWindowSize(H2_WINDOWS.connectionBytes);
     });
     this.h2.on('error', (err) => log.warn({ err: err.message }, 'agent HTTP/2 session error'));
     this.closedPromise = new Promise((resolve) =>

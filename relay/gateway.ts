@@ -169,12 +169,14 @@ export class AgentGateway {
     const alive: string[] = [];
     for (const [id, s] of this.sessions) {
       s.accountBytes();
-      if (now - s.lastPongAt > deadAfter) {
+      // Both: silent for the whole bound by the clock AND for that many sweeps (see missedPongs).
+      if (now - s.lastPongAt > deadAfter && s.missedPongs >= this.cfg.heartbeat.missedIntervals) {
         this.log.warn({ appliance: s.info.applianceName, silentMs: now - s.lastPongAt }, 'agent heartbeat lost');
         s.close(CLOSE_CODES.heartbeatTimeout, 'heartbeat lost');
         s.destroy();
         continue;
       }
+      s.missedPongs++;
       s.ping();
       alive.push(id);
     }

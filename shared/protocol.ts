@@ -13,6 +13,17 @@ export const PATHS = {
   metrics: '/metrics',
 } as const;
 
+/**
+ * HTTP/2 flow-control windows inside the tunnel. Settings only raise the per-stream window;
+ * the connection window stays at the protocol's 64 KiB unless each side raises it, which
+ * caps the whole tunnel at 64 KiB per round trip. Both sides raise it at session start.
+ * Buffering stays bounded by each side's maxSessionMemory.
+ */
+export const H2_WINDOWS = {
+  streamBytes: 1024 * 1024,
+  connectionBytes: 16 * 1024 * 1024,
+} as const;
+
 /** Paths the relay requests on the agent, over HTTP/2 inside the tunnel. */
 export const AGENT_PATHS = {
   info: '/v1/info',
