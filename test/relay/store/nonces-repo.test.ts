@@ -1,0 +1,24 @@
+import t from 'tap';
+import { eachBackend } from '../../helpers/store-backends.js';
+
+eachBackend(t, async (t, store) => {
+  const repo = store.nonces;
+  const T = new Date('2031-05-06T07:08:09.000Z');
+  t.test('a nonce is usable once, then a replay', async (t) => {
+    t.equal(await repo.use('nonce-aaaaaaaaaaaaaaaaaaaaaa', 'apl_0000000000000001', T), true);
+    t.equal(await repo.use('nonce-aaaaaaaaaaaaaaaaaaaaaa', 'apl_0000000000000001', T), false);
+    t.equal(await repo.use('nonce-aaaaaaaaaaaaaaaaaaaaaa', 'apl_0000000000000002', T), false, 'a nonce is global, not per appliance');
+  });
+  t.test('concurrent use of one nonce: exactly one wins', async (t) => {
+    const r = await Promise.all([1, 2, 3, 4].map(() => repo.use('nonce-race-bbbbbbbbbbbbbbbbb', 'apl_0000000000000001', T)));
+    t.same(r.filter(Boolean).length, 1);
+  });
+  t.test('purge drops only expired nonces', async (t) => {
+    await repo.use('nonce-old-cccccccccccccccccccc', 'apl_0000000000000001', new Date(T.getTime() - 1000));
+    await repo.use('nonce-new-dddddddddddddddddddd', 'apl_0000000000000001', new Date(T.getTime() + 1000));
+    const purged = await repo.purge(T);
+    t.equal(purged, 1);
+    t.equal(await repo.use('nonce-old-cccccccccccccccccccc', 'apl_0000000000000001', T), true, 'purged nonce is free again');
+    t.equal(await repo.use('nonce-new-dddddddddddddddddddd', 'apl_0000000000000001', T), false);
+  });
+});
