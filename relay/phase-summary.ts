@@ -1,0 +1,215 @@
+/**
+ * Phase state per appliance: the relay keeps, for every connected agent, one long poll on
+ * the agent's `/v1/phases` and stores each answer with `store.appliances.setPhaseSummary`,
+ * so `uplink appliances` shows "deploy: open until 14:00Z; operate: closed" and `--json`
+ * carries the mode (aws | local) and the four views.
+ *
+ * When the state is read:
+ * - as soon as an agent connects (a new connection id is seen on the next tick);
+ * - whenever it changes on the agent host (grant/revoke wake the held poll);
+ * - at least every `phases.refreshIntervalSeconds` (the poll's wait; tags changed from
+ *   another machine show up then);
+ * - right after an operation was refused with a phase code (the vendor just learned the
+ *   state is not what the list said).
+ *
+ * The agent never pushes; this is the relay pulling, with one HTTP/2 stream per agent.
+ */
+import { randomUUID } from 'node:crypto';
+import type { ClientHttp2Stream } from 'node:http2';
+import { z } from 'zod';
+import { UplinkError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { AGENT_PATHS, OP_HEADERS, encodeSpec } from '../shared/protocol.js';
+import type { AgentSession } from './agent-session.js';
+import type { RelayCapability } from './capabilities.js';
+import { readSmallBody } from './ops-bridge.js';
+import type { Relay } from './server.js';
+
+export const PHASE_SUMMARY_LIMITS = {
+  /** Largest /v1/phases answer accepted (four views with reasons fit in a few KiB). */
+  maxReportBytes: 64 * 1024,
+  /** How often the connected-agent list is scanned for new connections. */
+  scanIntervalMs: 1_000,
+  /** Pause after a failed read before the next one, so a broken agent is not hammered. */
+  retryDelayMs: 5_000,
+  /** Extra time over the long poll's wait before the relay gives up on an answer. */
+  answerGraceMs: 10_000,
+} as const;
+
+/** Codes that mean "the customer's approval said no": the stored state is refreshed at once. */
+export const PHASE_REFUSAL_CODES: ReadonlySet<string> = new Set([
+  'UPLINK_ERR_PHASE_NOT_APPROVED',
+  'UPLINK_ERR_WINDOW_EXPIRED',
+  'UPLINK_ERR_OUTSIDE_MAINTENANCE_WINDOW',
+  'UPLINK_ERR_PHASE_DISABLED',
+  'UPLINK_ERR_PHASE_SESSION_ENDED',
+]);
+
+/** The part of the agent's answer the relay relies on; the views are stored as given. */
+const reportSchema = z.object({
+  mode: z.enum(['aws', 'local']),
+  summary: z.string().max(4096),
+  phases: z.record(z.string(), z.unknown()),
+  at: z.string().max(64),
+  fingerprint: z.string().min(1).max(64),
+});
+
+export type StoredPhaseReport = z.output<typeof reportSchema>;
+
+/** One connection's poll loop. */
+class PhasePoller {
+  private stopped = false;
+  private current: ClientHttp2Stream | undefined;
+  private fingerprint: string | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private wakeRetry: (() => void) | undefined;
+  /** Set by kick(): the next cut-short request is a restart, not a failure. */
+  private kicked = false;
+
+  constructor(
+    private readonly session: AgentSession,
+    private readonly waitSeconds: number,
+    private readonly save: (report: StoredPhaseReport) => Promise<void>,
+    private readonly log: Logger,
+  ) {}
+
+  /** Read again now, even if a poll is being held. */
+  kick(): void {
+    this.fingerprint = undefined;
+    if (this.current) {
+      this.kicked = true;
+      this.current.close();
+    }
+    this.wakeRetry?.();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.current?.close();
+    this.wakeRetry?.();
+  }
+
+  async run(): Promise<void> {
+    while (!this.stopped && this.session.isOpen) {
+      try {
+        const report = await this.fetch(this.fingerprint === undefined ? 0 : this.waitSeconds, this.fingerprint);
+        if (!report || this.stopped) continue;
+        this.fingerprint = report.fingerprint;
+        await this.save(report);
+      } catch (err) {
+        if (this.stopped || !this.session.isOpen) break;
+        this.log.info({ err: (err as Error).message, code: (err as UplinkError).code }, 'cannot read phase state; retrying');
+        await new Promise<void>((resolve) => {
+          this.wakeRetry = resolve;
+          this.retryTimer = setTimeout(resolve, PHASE_SUMMARY_LIMITS.retryDelayMs);
+          this.retryTimer.unref();
+        });
+        clearTimeout(this.retryTimer);
+        this.wakeRetry = undefined;
+      }
+    }
+  }
+
+  /** One request; undefined when it was cut short by `kick()`. */
+  private async fetch(waitSeconds: number, since: string | undefined): Promise<StoredPhaseReport | undefined> {
+    const stream = this.session.request(
+      {
+        ':path': AGENT_PATHS.phases,
+        [OP_HEADERS.spec]: encodeSpec({ waitSeconds, ...(since ? { since } : {}) }),
+        [OP_HEADERS.actor]: 'uplink-relay',
+        [OP_HEADERS.requestId]: randomUUID(),
+      },
+      'phases',
+      { endStream: true },
+    );
+    this.current = stream;
+    const timer = setTimeout(() => stream.close(), waitSeconds * 1000 + PHASE_SUMMARY_LIMITS.answerGraceMs);
+    timer.unref();
+    try {
+      const status = await new Promise<number | undefined>((resolve) => {
+        stream.once('response', (h) => resolve(Number(h[':status'])));
+        stream.once('close', () => resolve(undefined));
+        stream.once('error', () => resolve(undefined));
+      });
+      if (status === undefined) {
+        if (this.stopped || this.kicked) {
+          this.kicked = false;
+          return undefined;
+        }
+        throw new UplinkError('UPLINK_ERR_TUNNEL_CLOSED', 'the agent did not answer the phase state request');
+      }
+      const body = await readSmallBody(stream, PHASE_SUMMARY_LIMITS.maxReportBytes);
+      if (Buffer.byteLength(body) >= PHASE_SUMMARY_LIMITS.maxReportBytes) {
+        throw new UplinkError('UPLINK_ERR_PAYLOAD_TOO_LARGE', `phase state answer exceeds ${PHASE_SUMMARY_LIMITS.maxReportBytes} bytes`);
+      }
+      if (status !== 200) throw new UplinkError('UPLINK_ERR_BAD_REQUEST', `agent answered ${status} to the phase state request: ${body.slice(0, 200)}`);
+      let json: unknown;
+      try {
+        json = JSON.parse(body);
+      } catch {
+        throw new UplinkError('UPLINK_ERR_BAD_REQUEST', 'the agent answered the phase state request with malformed JSON');
+      }
+      const parsed = reportSchema.safeParse(json);
+      if (!parsed.success) throw new UplinkError('UPLINK_ERR_BAD_REQUEST', `the agent's phase state does not match the protocol: ${parsed.error.issues[0]?.message ?? ''}`);
+      return parsed.data;
+    } finally {
+      clearTimeout(timer);
+      if (this.current === stream) this.current = undefined;
+    }
+  }
+}
+
+/**
+ * The relay capability. Keyed by connection id, so a reconnect (new connection) starts a
+ * new poll with an immediate read and the old one ends with its session.
+ */
+export class PhaseSummaryService implements RelayCapability {
+  readonly name = 'phase-summary';
+  private relay: Relay | undefined;
+  private readonly pollers = new Map<string, { poller: PhasePoller; applianceName: string; done: Promise<void> }>();
+  private scanTimer: NodeJS.Timeout | undefined;
+
+  start(relay: Relay): void {
+    this.relay = relay;
+    relay.ops.onRefused((r) => {
+      if (!PHASE_REFUSAL_CODES.has(r.code)) return;
+      for (const entry of this.pollers.values()) if (entry.applianceName === r.applianceName) entry.poller.kick();
+    });
+    this.scanTimer = setInterval(() => this.scan(), PHASE_SUMMARY_LIMITS.scanIntervalMs);
+    this.scanTimer.unref();
+  }
+
+  /** Start a poll for every new connection; forget the ones that ended. */
+  scan(): void {
+    const relay = this.relay;
+    if (!relay) return;
+    const live = new Set<string>();
+    for (const session of relay.gateway.all()) {
+      if (!session.isOpen) continue;
+      live.add(session.connectionId);
+      if (this.pollers.has(session.connectionId)) continue;
+      const { applianceId, applianceName } = session.info;
+      const log = relay.log.child({ component: 'phase-summary', appliance: applianceName });
+      const poller = new PhasePoller(session, relay.cfg.phases.refreshIntervalSeconds, async (report) => {
+        await relay.store.appliances.setPhaseSummary(applianceId, { summary: report.summary, phases: report.phases, mode: report.mode, at: report.at });
+        log.debug({ summary: report.summary }, 'phase state stored');
+      }, log);
+      const done = poller.run().catch((err: unknown) => log.error({ err: String(err) }, 'phase poll failed'));
+      this.pollers.set(session.connectionId, { poller, applianceName, done });
+    }
+    for (const [id, entry] of this.pollers) {
+      if (!live.has(id)) {
+        entry.poller.stop();
+        this.pollers.delete(id);
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.scanTimer);
+    const entries = [...this.pollers.values()];
+    this.pollers.clear();
+    for (const e of entries) e.poller.stop();
+    await Promise.all(entries.map((e) => e.done));
+  }
+}
