@@ -38,7 +38,8 @@ export interface DeploymentRequest {
   workDir: string;
   /** Becomes TF_VAR_instance_id. */
   instanceId: string;
-  credentials: DeployCredentials;
+  /** null in local mode (no phase roles): the child then gets no AWS credentials at all. */
+  credentials: DeployCredentials | null;
   onOutput?: (chunk: OutputChunk) => void;
 }
 

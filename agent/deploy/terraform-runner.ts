@@ -115,7 +115,7 @@ const requestSchema = z.strictObject({
     secretAccessKey: z.string().min(1),
     sessionToken: z.string().min(1).optional(),
     region: z.string().min(1).optional(),
-  }),
+  }).nullable(),
   onOutput: z.custom<(chunk: OutputChunk) => void>((v) => typeof v === 'function').optional(),
 });
 
@@ -219,10 +219,16 @@ export class TerraformRunner implements RunContext {
       TF_PLUGIN_CACHE_DIR: pluginCacheDir,
       TF_VAR_instance_id: request.instanceId,
       ...(this.opts.cliConfigFile ? { TF_CLI_CONFIG_FILE: this.opts.cliConfigFile } : {}),
-      AWS_ACCESS_KEY_ID: creds.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: creds.secretAccessKey,
-      ...(creds.sessionToken ? { AWS_SESSION_TOKEN: creds.sessionToken } : {}),
-      ...(creds.region ? { AWS_REGION: creds.region, AWS_DEFAULT_REGION: creds.region } : {}),
+      // Local mode (no phase roles): no AWS credentials at all, and no way to find the
+      // agent's own (instance metadata, shared files) either.
+      ...(creds === null
+        ? { AWS_EC2_METADATA_DISABLED: 'true', AWS_CONFIG_FILE: '/dev/null', AWS_SHARED_CREDENTIALS_FILE: '/dev/null' }
+        : {
+            AWS_ACCESS_KEY_ID: creds.accessKeyId,
+            AWS_SECRET_ACCESS_KEY: creds.secretAccessKey,
+            ...(creds.sessionToken ? { AWS_SESSION_TOKEN: creds.sessionToken } : {}),
+            ...(creds.region ? { AWS_REGION: creds.region, AWS_DEFAULT_REGION: creds.region } : {}),
+          }),
     };
   }
 
