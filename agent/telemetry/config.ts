@@ -106,7 +106,8 @@ export const TELEMETRY_DEFAULTS = deepFreeze({
   spool: {
     maxBytes: 1024 * 1024 * 1024,
     segmentBytes: 16 * 1024 * 1024,
-    fsync: true,
+    /** The spool's own policy names (agent/telemetry/spool.ts): one fdatasync per append call. */
+    fsync: 'batch' as 'always' | 'batch' | 'interval' | 'never',
   },
 } as const);
 
@@ -168,9 +169,10 @@ const spoolSchema = z
   .strictObject({
     maxBytes: positiveInt.default(D.spool.maxBytes),
     segmentBytes: positiveInt.default(D.spool.segmentBytes),
-    fsync: z.boolean().default(D.spool.fsync),
+    fsync: z.enum(['always', 'batch', 'interval', 'never']).default(D.spool.fsync),
   })
-  .refine((s) => s.segmentBytes <= s.maxBytes, { message: 'segmentBytes must not exceed maxBytes', path: ['segmentBytes'] });
+  // The spool bounds its size by deleting whole old segments beside the active one, so it needs two.
+  .refine((s) => s.maxBytes >= 2 * s.segmentBytes, { message: 'maxBytes must be at least 2 x segmentBytes', path: ['maxBytes'] });
 
 /** Strict schema of the `telemetry` section; every field is optional and defaulted. */
 export const telemetryConfigSchema = z.strictObject({

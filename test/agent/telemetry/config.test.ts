@@ -49,7 +49,7 @@ t.test('bad values are refused with the field named', async (t) => {
     [{ cloudwatchMetrics: { metrics: [{ resource: 'alb', namespace: 'AWS/ApplicationELB', metricName: 'x', statistics: ['Median'] }] } }, 'telemetry.cloudwatchMetrics.metrics.0.statistics.0'],
     [{ cloudwatchMetrics: { metrics: [{ resource: 'alb', namespace: 'AWS/ApplicationELB', metricName: 'x', statistics: [] }] } }, 'telemetry.cloudwatchMetrics.metrics.0.statistics'],
     [{ otlpReceiver: { port: 70000 } }, 'telemetry.otlpReceiver.port'],
-    [{ spool: { maxBytes: 1000, segmentBytes: 2000 } }, 'telemetry.spool.segmentBytes'],
+    [{ spool: { maxBytes: 1000, segmentBytes: 2000 } }, 'telemetry.spool.maxBytes'],
     [{ health: 'often' }, 'telemetry.health'],
     ['yes', 'telemetry'],
   ];
