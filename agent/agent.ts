@@ -21,6 +21,8 @@ import { PhaseAccess } from './phases/credentials.js';
 import { watchAccessChanges } from './phases/grant.js';
 import { AgentAuditLog } from './audit-log.js';
 import { agentCapabilities, type AgentCapability } from './capabilities.js';
+import { PhasesHandler } from './phases/handler.js';
+import { reconcileIdentity, ssmIdentityStore } from './identity-ssm.js';
 
 /** `uplink-agent credentials …`: how child processes fetch refreshed phase credentials. */
 export function credentialProcessCommand(): string[] {
@@ -36,6 +38,8 @@ export class Agent {
   /** The customer's own hash-chained copy of what the vendor did. */
   audit!: AgentAuditLog;
   private accessWatch: { close(): void } | undefined;
+  /** `/v1/phases`: answers the relay's long poll for the approval state. */
+  readonly phasesHandler = new PhasesHandler(() => this.phases);
   private capabilities: AgentCapability[] = [];
   private statusTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -53,8 +57,11 @@ export class Agent {
     );
     this.tunnel.handle(AGENT_PATHS.info, async (stream) => {
       stream.respond({ ':status': 200, 'content-type': 'application/json' });
-      stream.end(JSON.stringify({ version: VERSION, applianceId: this.identity.applianceId, keyId: this.identity.keyId, pid: process.pid }));
+      // region and account (from the SteadyState role ARN) label exported telemetry on the relay.
+      const aws = this.cfg.aws ? { region: this.cfg.aws.region, accountId: this.cfg.aws.roles.steadyState.split(':')[4] ?? '' } : {};
+      stream.end(JSON.stringify({ version: VERSION, applianceId: this.identity.applianceId, keyId: this.identity.keyId, pid: process.pid, ...aws }));
     });
+    this.tunnel.handle(AGENT_PATHS.phases, this.phasesHandler.handle);
     this.tunnel.handle(AGENT_PATHS.exec, (stream, ctx) =>
       handleExec(stream, ctx, {
         cfg,
@@ -67,11 +74,19 @@ export class Agent {
     );
   }
 
-  /** Load the identity, or make one bound to the appliance named by the enrollment token. */
-  private prepareIdentity(): AgentIdentity {
+  /**
+   * Load the identity, or make one bound to the appliance named by the enrollment token.
+   * With `identitySsmParameter` the parameter is the truth and the state dir a cache.
+   */
+  private async prepareIdentity(): Promise<AgentIdentity> {
     ensureStateDir(this.cfg.stateDir);
     const relayHost = new URL(this.cfg.relayUrl).host.toLowerCase();
-    const existing = loadIdentity(this.cfg.stateDir);
+    const remote = this.cfg.identitySsmParameter
+      ? ssmIdentityStore({ parameterName: this.cfg.identitySsmParameter, ...(this.cfg.aws ? { region: this.cfg.aws.region, ...(this.cfg.aws.endpoint ? { endpoint: this.cfg.aws.endpoint } : {}) } : {}) })
+      : undefined;
+    const cached = loadIdentity(this.cfg.stateDir);
+    const stored = remote ? await remote.load() : undefined;
+    const existing = stored ? reconcileIdentity(stored, cached, Boolean(this.cfg.enrollmentToken)) : remote ? undefined : cached;
     const tokenAppliance = this.cfg.enrollmentToken ? parseEnrollmentToken(this.cfg.enrollmentToken)?.applianceId : undefined;
     if (this.cfg.enrollmentToken && !tokenAppliance) {
       throw new UplinkError('UPLINK_ERR_ENROLL_TOKEN_INVALID', 'UPLINK_ENROLLMENT_TOKEN is not an uplink enrollment token (uplenr.…)');
@@ -86,17 +101,20 @@ export class Agent {
       if (existing.relayHost !== relayHost) {
         throw new UplinkError('UPLINK_ERR_AGENT_STATE_MISMATCH', `state dir ${this.cfg.stateDir} is enrolled with relay ${existing.relayHost}, not ${relayHost}`);
       }
+      if (existing !== cached) saveIdentity(this.cfg.stateDir, existing);
       return existing;
     }
-    if (!tokenAppliance) throw new UplinkError('UPLINK_ERR_CONFIG_INVALID', `no identity in ${this.cfg.stateDir} and no UPLINK_ENROLLMENT_TOKEN to enroll with`);
-    const created = createIdentity(tokenAppliance, relayHost);
+    if (!tokenAppliance) throw new UplinkError('UPLINK_ERR_CONFIG_INVALID', `no identity in ${remote?.location ?? this.cfg.stateDir} and no UPLINK_ENROLLMENT_TOKEN to enroll with`);
+    let created = createIdentity(tokenAppliance, relayHost);
+    // Overwrite=false: when another task created it first, its identity is the one to use.
+    if (remote) created = await remote.create(created);
     saveIdentity(this.cfg.stateDir, created);
-    this.log.info({ keyId: created.keyId, appliance: tokenAppliance }, 'created agent identity');
+    this.log.info({ keyId: created.keyId, appliance: created.applianceId, store: remote?.location ?? 'state dir' }, 'created agent identity');
     return created;
   }
 
   async start(): Promise<void> {
-    this.identity = this.prepareIdentity();
+    this.identity = await this.prepareIdentity();
     this.audit = await AgentAuditLog.open(this.cfg.stateDir, {}, { logger: this.log });
     this.phases = new PhaseAccess({
       config: { ...(this.cfg.aws ? { aws: this.cfg.aws } : {}), local: this.cfg.local },
@@ -106,7 +124,11 @@ export class Agent {
     });
     // `uplink-agent grant|revoke` (another process) touches a marker: re-check at once so a
     // revoke ends open Operate sessions without waiting for the periodic re-check.
-    this.accessWatch = watchAccessChanges(this.cfg.stateDir, () => void this.phases.accessChanged());
+    // The relay's held /v1/phases poll is answered too, so `uplink appliances` shows it at once.
+    this.accessWatch = watchAccessChanges(this.cfg.stateDir, () => {
+      void this.phases.accessChanged();
+      this.phasesHandler.notify();
+    });
     this.log.info({ mode: this.phases.mode }, this.phases.mode === 'local' ? 'phases decided by local config (no AWS roles configured)' : 'phases use the customer IAM roles');
     for (const cap of agentCapabilities()) {
       await cap.start(this);
@@ -134,6 +156,7 @@ export class Agent {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.statusTimer);
+    this.phasesHandler.notify();
     this.connection?.stop();
     this.tunnel.close();
     for (const cap of [...this.capabilities].reverse()) {

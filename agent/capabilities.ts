@@ -5,6 +5,11 @@
  * dials the relay; `stop` runs on shutdown.
  */
 import type { Agent } from './agent.js';
+import { deployCapability } from './deploy/deploy-handlers.js';
+import { telemetryCapability } from './telemetry/telemetry-service.js';
+import { shellCapability } from './ops/shell.js';
+import { forwardSqlCapability } from './ops/forward-sql-capability.js';
+import { kubeCapability } from './ops/kube.js';
 
 export interface AgentCapability {
   name: string;
@@ -14,5 +19,5 @@ export interface AgentCapability {
 
 /** Every capability, in start order. */
 export function agentCapabilities(): AgentCapability[] {
-  return [];
+  return [shellCapability, kubeCapability(), forwardSqlCapability, deployCapability(), telemetryCapability()];
 }

@@ -8,6 +8,11 @@ import { z } from 'zod';
 import { UplinkError } from '../shared/errors.js';
 import { isLoopback, readJsonFile, validateConfig } from '../shared/config-validate.js';
 import { phaseConfigFromEnv, phaseConfigSchema } from './phases/config.js';
+import { forwardConfigSchema } from './ops/forward-policy.js';
+import { sqlOperationSchema } from './ops/sql.js';
+import { sqlTargetsSchema } from './ops/sql-targets.js';
+import { kubeTargetsSchema } from './ops/kube-target.js';
+import { telemetryConfigSchema } from './telemetry/config.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -26,9 +31,22 @@ const execSchema = z
   })
   .prefault({});
 
+/** `uplink shell` PTY sessions (agent/ops/shell.ts). 0 disables a limit. */
+const shellSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true),
+    idleTimeoutMs: z.number().int().min(0).max(2_147_483_647).default(30 * 60_000),
+    maxDurationMs: z.number().int().min(0).max(2_147_483_647).default(8 * 3_600_000),
+    /** Shell program; default the inherited SHELL, else /bin/bash, else /bin/sh. */
+    shell: z.string().min(1).optional(),
+  })
+  .prefault({});
+
 export const agentConfigSchema = z.strictObject({
   relayUrl: z.url(),
   stateDir: z.string().min(1),
+  /** SSM SecureString holding the identity (agent/identity-ssm.ts); the state dir copy is then a cache. Also UPLINK_IDENTITY_SSM_PARAMETER. */
+  identitySsmParameter: z.string().regex(/^[a-zA-Z0-9_./-]{1,2048}$/, 'must be an SSM parameter name').optional(),
   enrollmentToken: z.string().min(1).optional(),
   /** PEM file of the CA that signs the relay's certificate (else the system roots). */
   relayCaFile: z.string().min(1).optional(),
@@ -61,11 +79,28 @@ export const agentConfigSchema = z.strictObject({
       h2SessionMemoryMiB: z.number().int().min(1).max(1024).default(32),
     })
     .prefault({}),
-  operations: z.strictObject({ exec: execSchema }).prefault({}),
+  operations: z.strictObject({ exec: execSchema, shell: shellSchema, kube: z.strictObject({ enabled: z.boolean().default(true) }).prefault({}), forward: forwardConfigSchema, sql: sqlOperationSchema }).prefault({}),
+  /** Databases `uplink sql` may query, by name (agent/ops/sql-targets.ts). */
+  sqlTargets: sqlTargetsSchema.default({}),
+  /** Kubernetes clusters `uplink kubectl` may reach (agent/ops/kube.ts). */
+  kube: z.strictObject({ targets: kubeTargetsSchema.default({}) }).prefault({}),
   /** Phase roles (AWS mode). Absent: local mode, phases decided by `local`. */
   aws: phaseConfigSchema.shape.aws,
   /** Local-mode phase decisions (demo, development). */
   local: phaseConfigSchema.shape.local,
+  /** Collectors, OTLP receiver and disk spool (agent/telemetry/config.ts). */
+  telemetry: telemetryConfigSchema.prefault({}),
+  /** Vendor release keys this agent accepts (`uplink release keygen` prints them); also UPLINK_RELEASE_KEYS. */
+  releaseKeys: z.array(z.strictObject({ id: z.string().regex(/^[0-9a-f]{16}$/), publicKey: z.string().min(1).max(128) })).max(32).default([]),
+  /** Deployments (agent/deploy/deploy-service.ts). */
+  deploy: z
+    .strictObject({
+      /** Explicit tofu/terraform binary; absent: tofu, else terraform, on PATH. */
+      terraformPath: z.string().min(1).optional(),
+      /** Largest deploy request from the relay (the base64 release is most of it). */
+      maxRequestBytes: z.number().int().min(64 * KiB).max(1024 * MiB).default(96 * MiB),
+    })
+    .prefault({}),
 });
 
 export type AgentConfig = z.output<typeof agentConfigSchema>;
@@ -78,6 +113,8 @@ export interface AgentEnv {
   UPLINK_CONFIG?: string | undefined;
   UPLINK_RELAY_CA?: string | undefined;
   UPLINK_RELAY_PIN?: string | undefined;
+  UPLINK_IDENTITY_SSM_PARAMETER?: string | undefined;
+  UPLINK_RELEASE_KEYS?: string | undefined;
 }
 
 /** Merge the config file (if any) with the environment (env wins), validate, freeze. */
@@ -90,6 +127,8 @@ export function loadAgentConfig(env: AgentEnv = process.env): Readonly<AgentConf
   if (env.UPLINK_ENROLLMENT_TOKEN) merged.enrollmentToken = env.UPLINK_ENROLLMENT_TOKEN;
   if (env.UPLINK_RELAY_CA) merged.relayCaFile = env.UPLINK_RELAY_CA;
   if (env.UPLINK_RELAY_PIN) merged.relayPin = env.UPLINK_RELAY_PIN;
+  if (env.UPLINK_IDENTITY_SSM_PARAMETER) merged.identitySsmParameter = env.UPLINK_IDENTITY_SSM_PARAMETER;
+  if (env.UPLINK_RELEASE_KEYS) merged.releaseKeys = [...((merged.releaseKeys as unknown[] | undefined) ?? []), ...releaseKeysFromEnv(env.UPLINK_RELEASE_KEYS)];
   const phases = phaseConfigFromEnv(env, { ...(merged.aws !== undefined ? { aws: merged.aws } : {}), ...(merged.local !== undefined ? { local: merged.local } : {}) });
   if (phases.aws) merged.aws = phases.aws;
   merged.local = phases.local;
@@ -105,6 +144,18 @@ export function loadAgentConfig(env: AgentEnv = process.env): Readonly<AgentConf
     throw new UplinkError('UPLINK_ERR_CONFIG_INVALID', `relayUrl: plain ${url.protocol}// to ${url.hostname} is refused; use https:// (or allowInsecureRelay behind a trusted TLS proxy)`);
   }
   return cfg;
+}
+
+/** UPLINK_RELEASE_KEYS: a JSON array of {id, publicKey}; the schema checks each entry. */
+function releaseKeysFromEnv(text: string): unknown[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  if (!Array.isArray(parsed)) throw new UplinkError('UPLINK_ERR_CONFIG_INVALID', 'UPLINK_RELEASE_KEYS must be a JSON array of {"id","publicKey"}');
+  return parsed;
 }
 
 /** The WebSocket URL of the relay's agent endpoint. */

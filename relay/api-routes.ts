@@ -13,6 +13,10 @@ import type { Appliance } from './store/appliances-repo.js';
 import { SCOPES, hashSecret, type ApiToken, type Scope } from './store/tokens-repo.js';
 import { readJsonBody, sendJson, type Route } from './http-util.js';
 import { newEnrollmentToken } from '../shared/enrollment-token.js';
+import { AuditRepo } from './store/audit-repo.js';
+
+/** `appliance` of audit events that concern the relay itself (tokens), not one appliance. */
+export const RELAY_AUDIT_SCOPE = 'relay';
 
 export interface ApiContext {
   req: IncomingMessage;
@@ -58,6 +62,7 @@ export function tokenView(t: ApiToken): Record<string, unknown> {
 
 export function buildApiRoutes(deps: ApiDeps): Route<ApiContext>[] {
   const { cfg, store, gateway } = deps;
+  const audit = new AuditRepo(store.db);
 
   const applianceView = (a: Appliance, live: Map<string, { relayId: string; remoteAddress: string | null; agentVersion: string | null; connectedAt: Date }>) => {
     const local = gateway.get(a.id);
@@ -141,6 +146,7 @@ export function buildApiRoutes(deps: ApiDeps): Route<ApiContext>[] {
           throw new UplinkError('UPLINK_ERR_BAD_REQUEST', `scopes must be a non-empty list of: ${SCOPES.join(', ')}`);
         }
         const created = await store.tokens.create({ name, scopes: [...new Set(scopes as Scope[])], createdBy: ctx.token.name });
+        await audit.append({ actor: ctx.token.name, appliance: RELAY_AUDIT_SCOPE, operation: 'token.create', requestId: ctx.requestId, target: `${created.token.id} ${name}`, outcome: 'ok', detail: { scopes: created.token.scopes } });
         ctx.log.info({ tokenId: created.token.id, scopes: created.token.scopes }, 'API token created');
         sendJson(ctx.res, 201, { ...tokenView(created.token), token: created.value });
       },
@@ -152,6 +158,7 @@ export function buildApiRoutes(deps: ApiDeps): Route<ApiContext>[] {
       handler: async (ctx, [id]) => {
         ApiAuthenticator.require(ctx.token, 'admin');
         if (!(await store.tokens.revoke(id!, new Date()))) throw new UplinkError('UPLINK_ERR_NOT_FOUND', `no active token "${id}"`);
+        await audit.append({ actor: ctx.token.name, appliance: RELAY_AUDIT_SCOPE, operation: 'token.revoke', requestId: ctx.requestId, target: id!, outcome: 'ok' });
         ctx.log.info({ token: id }, 'API token revoked');
         sendJson(ctx.res, 200, { revoked: id });
       },
@@ -180,6 +187,7 @@ export function buildApiRoutes(deps: ApiDeps): Route<ApiContext>[] {
         const ttl = ttlFrom(body);
         const appliance = await store.appliances.create({ name, customer, instanceId });
         const enrollment = await issueEnrollment(appliance, ttl);
+        await audit.append({ actor: ctx.token.name, appliance: appliance.id, operation: 'appliance.create', requestId: ctx.requestId, target: name, outcome: 'ok', detail: { customer, instanceId } });
         ctx.log.info({ appliance: name, customer, instanceId }, 'appliance created');
         sendJson(ctx.res, 201, { appliance: applianceView(appliance, new Map()), ...enrollment });
       },
@@ -218,6 +226,7 @@ export function buildApiRoutes(deps: ApiDeps): Route<ApiContext>[] {
         if (!a.publicKey) throw new UplinkError('UPLINK_ERR_CONFLICT', `appliance "${a.name}" has no enrolled key`);
         await store.appliances.revokeKey(a.id, new Date());
         gateway.revoke(a.id);
+        await audit.append({ actor: ctx.token.name, appliance: a.id, operation: 'appliance.revoke', requestId: ctx.requestId, target: a.name, outcome: 'ok', detail: { keyId: a.keyId } });
         ctx.log.warn({ appliance: a.name, keyId: a.keyId }, 'agent key revoked');
         sendJson(ctx.res, 200, { appliance: a.name, keyId: a.keyId, revoked: true });
       },

@@ -6,6 +6,11 @@
  * bridge exist and before the relay listens; `stop` runs first thing on shutdown.
  */
 import type { Relay } from './server.js';
+import { deploymentsCapability } from './deployments/deployment-routes.js';
+import { telemetryCapability } from './telemetry/telemetry-capability.js';
+import { recordingsCapability } from './recordings/recorder.js';
+import { auditCapability } from './audit.js';
+import { PhaseSummaryService } from './phase-summary.js';
 
 export interface RelayCapability {
   name: string;
@@ -15,5 +20,11 @@ export interface RelayCapability {
 
 /** Every capability, in start order. */
 export function relayCapabilities(): RelayCapability[] {
-  return [];
+  return [
+    new PhaseSummaryService(),
+    recordingsCapability(),
+    auditCapability(),
+    telemetryCapability(),
+    deploymentsCapability(),
+  ];
 }

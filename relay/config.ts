@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { UplinkError } from '../shared/errors.js';
 import { isLoopback, validateConfig } from '../shared/config-validate.js';
+import { relayTelemetrySchema } from './telemetry/telemetry-config.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -51,9 +52,25 @@ export const relayConfigSchema = z.strictObject({
       /** Upper bound of memory nghttp2 may buffer per agent session before refusing streams. */
       h2SessionMemoryMiB: z.number().int().min(1).max(1024).default(32),
       handshakeTimeoutMs: z.number().int().min(100).default(10_000),
+      /** Largest release archive `POST /v1/releases` accepts (the agent has its own limit too). */
+      maxReleaseBytes: z.number().int().min(1 * KiB).max(1024 * MiB).default(64 * MiB),
+    })
+    .prefault({}),
+  /** Session recordings (relay/recordings/recorder.ts). */
+  recordings: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      /** Record keystrokes ("i" events) too: off by default, input holds typed passwords. */
+      recordInput: z.boolean().default(false),
+      /** Size of one stored chunk of asciicast text (session_chunks row). */
+      chunkBytes: z.number().int().min(1 * KiB).max(16 * MiB).default(64 * KiB),
     })
     .prefault({}),
   shutdown: z.strictObject({ drainTimeoutMs: z.number().int().min(0).default(10_000) }).prefault({}),
+  /** Telemetry export (relay/telemetry/telemetry-config.ts); no sinks = no pulls. */
+  telemetry: relayTelemetrySchema,
+  /** Phase state per appliance (relay/phase-summary.ts): re-read at least this often; changes arrive sooner by long poll. */
+  phases: z.strictObject({ refreshIntervalSeconds: z.number().int().min(1).max(300).default(60) }).prefault({}),
 });
 
 export type RelayConfig = z.output<typeof relayConfigSchema>;

@@ -2,7 +2,8 @@
  * The demo's guided tour, one step per capability. A capability adds its step here when it
  * lands; each step runs the real CLI and fails loudly if the output is not what it shows.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export interface DemoContext {
@@ -56,6 +57,15 @@ export const DEMO_STEPS: DemoStep[] = [
     },
   },
   {
+    title: 'The vendor makes a release signing key; the customer pins its public half in the agent',
+    async run(ctx) {
+      const out = await cli(ctx, ['release', 'keygen', '--out', join(ctx.dir, 'release.key'), '--json']);
+      const pinned = JSON.parse(out) as { id: string; publicKey: string };
+      if (!/^[0-9a-f]{16}$/.test(pinned.id)) throw new Error('release keygen printed no key id');
+      ctx.env.DEMO_RELEASE_KEYS = JSON.stringify([pinned]);
+    },
+  },
+  {
     title: 'The customer starts the agent with that token; it dials out, nothing listens',
     async run(ctx) {
       const agent = spawn(process.execPath, [ctx.bin.agent, 'run'], {
@@ -64,6 +74,8 @@ export const DEMO_STEPS: DemoStep[] = [
           UPLINK_RELAY_URL: ctx.env.UPLINK_URL,
           UPLINK_ENROLLMENT_TOKEN: ctx.env.DEMO_ENROLLMENT_TOKEN,
           UPLINK_STATE_DIR: join(ctx.dir, 'agent'),
+          ...(ctx.env.DEMO_AGENT_CONFIG ? { UPLINK_CONFIG: ctx.env.DEMO_AGENT_CONFIG } : {}),
+          ...(ctx.env.DEMO_RELEASE_KEYS ? { UPLINK_RELEASE_KEYS: ctx.env.DEMO_RELEASE_KEYS } : {}),
           UPLINK_LOG_LEVEL: 'info',
         },
         stdio: ['ignore', 'ignore', 'pipe'],
@@ -89,11 +101,88 @@ export const DEMO_STEPS: DemoStep[] = [
     },
   },
   {
+    title: 'The vendor sees the customer\'s approval per appliance (the grant reaches the relay at once)',
+    async run(ctx) {
+      // The agent answers the relay's held /v1/phases poll when the grant lands; allow a
+      // few seconds for the round trip on a slow machine.
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        const r = await ctx.runCli(['appliances'], ctx.env);
+        if (r.code === 0 && /operate: open until \S+/.test(r.stdout)) {
+          show('uplink appliances', r.stdout);
+          if (!/\[local mode\]/.test(r.stdout)) throw new Error('the demo agent runs without AWS: the PHASES column must say [local mode]');
+          return;
+        }
+        if (Date.now() > deadline) throw new Error(`the PHASES column does not show operate open:\n${r.stdout}${r.stderr}`);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    },
+  },
+  {
     title: 'The vendor runs a command in the appliance: output streams back, the exit status comes through',
     async run(ctx) {
       const out = await cli(ctx, ['exec', 'demo', '--', 'uname', '-sr']);
       if (!out.trim()) throw new Error('no output from uname');
       await cli(ctx, ['exec', 'demo', '--', 'sh', '-c', 'echo "to stderr" >&2; exit 3'], 3);
+    },
+  },
+  {
+    title: 'A shell on the appliance (a real PTY); every session is recorded and every operation audited',
+    async run(ctx) {
+      const out = await cli(ctx, ['shell', 'demo', '--command', 'echo hi; exit 4'], 4);
+      if (!/^hi\r?\n/.test(out)) throw new Error('shell output is not "hi"');
+      const sessions = await cli(ctx, ['sessions', '--appliance', 'demo']);
+      if (!/\sshell\s.*\scomplete$/m.test(sessions)) throw new Error('the shell session is not listed as a complete recording');
+      const audit = await cli(ctx, ['audit', '--verify']);
+      if (!/chain intact/.test(audit)) throw new Error('the relay audit chain did not verify');
+    },
+  },
+  {
+    title: "An application in the appliance sends OTLP logs to the agent; the relay delivers them and tails them live",
+    async run(ctx) {
+      const port = ctx.env.DEMO_OTLP_PORT;
+      if (!port) throw new Error('the demo agent has no OTLP receiver port');
+      const tail = ctx.runCli(['telemetry', 'tail', 'demo', '--logs', '--json', '--limit', '1'], ctx.env);
+      let done = false;
+      void tail.finally(() => (done = true));
+      // The tail shows records delivered after it subscribed: post until one comes through.
+      for (let n = 0; !done && n < 100; n++) {
+        const body = { resourceLogs: [{ resource: { attributes: [{ key: 'service.name', value: { stringValue: 'demo-app' } }] }, scopeLogs: [{ logRecords: [{ timeUnixNano: `${Date.now()}000000`, severityText: 'INFO', body: { stringValue: `order 42 shipped (${n})` } }] }] }] };
+        const res = await fetch(`http://127.0.0.1:${port}/v1/logs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        if (res.status !== 200) throw new Error(`the agent's OTLP receiver answered ${res.status}`);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      const r = await tail;
+      show('curl -X POST http://127.0.0.1:' + port + '/v1/logs …   (the application, inside the appliance)', 'HTTP 200');
+      show('uplink telemetry tail demo --logs --json --limit 1', r.stdout + r.stderr);
+      if (r.code !== 0) throw new Error(`uplink telemetry tail exited ${r.code}`);
+      const line = JSON.parse(r.stdout.trim().split('\n')[0] ?? '{}') as { payload?: { body?: { stringValue?: string } }; resource?: Record<string, unknown> };
+      if (!/^order 42 shipped/.test(line.payload?.body?.stringValue ?? '')) throw new Error('the tailed record is not the posted log');
+      if (line.resource?.['instance-id'] !== 'i-0demo') throw new Error('the tailed record lacks the instance-id resource attribute');
+    },
+  },
+  {
+    title: 'The vendor signs a Terraform stack and deploys it; the customer approved Deploy; output streams live',
+    async run(ctx) {
+      const tool = ['tofu', 'terraform'].find((name) => spawnSync('sh', ['-c', `command -v ${name}`]).status === 0);
+      if (!tool) {
+        console.log('   skipped: neither tofu nor terraform is on PATH (the agent runs stacks with one of them)');
+        return;
+      }
+      const stack = join(ctx.dir, 'stack');
+      mkdirSync(stack, { recursive: true });
+      writeFileSync(
+        join(stack, 'main.tf'),
+        'variable "instance_id" {\n  type = string\n}\n\nresource "terraform_data" "hello" {\n  input = "hello from ${var.instance_id}"\n}\n\noutput "hello" {\n  value = terraform_data.hello.output\n}\n',
+      );
+      await cli(ctx, ['release', 'create', stack, '--version', '1.0.0', '--appliance', 'demo', '--key', join(ctx.dir, 'release.key'), '--notes', 'demo stack']);
+      const grant = await runAgentCli(ctx, ['grant', 'deploy', '--for', '1h', '--reason', 'demo tour']);
+      show('uplink-agent grant deploy --for 1h --reason "demo tour"   (customer side)', grant);
+      const out = await cli(ctx, ['deploy', 'demo', '1.0.0', '--follow']);
+      if (!/Apply complete! Resources: 1 added/.test(out)) throw new Error(`${tool} apply output missing`);
+      const list = await cli(ctx, ['deployments', 'demo', '--json']);
+      const [d] = JSON.parse(list) as { status: string; outputs: { hello?: { value?: string } } }[];
+      if (d?.status !== 'succeeded' || d.outputs.hello?.value !== 'hello from i-0demo') throw new Error('the deployment did not store its outputs');
     },
   },
 ];

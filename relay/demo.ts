@@ -8,7 +8,8 @@
  * Everything runs as separate processes, exactly as a vendor and a customer would run them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +31,18 @@ interface RunResult {
   code: number;
   stdout: string;
   stderr: string;
+}
+
+/** A free port on 127.0.0.1 (the OS picks it; released at once for the agent to bind). */
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 export function runCli(args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<RunResult> {
@@ -91,7 +104,13 @@ async function main(): Promise<number> {
 
   console.log(bold('uplink demo') + dim(`  (state in ${dir})`));
   console.log('\n1. Starting a relay on the embedded store (PGlite)…');
-  const relay = spawn(process.execPath, [BIN.relay, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'relay'), '--insecure-http'], {
+  // Telemetry: a file sink in the demo dir, and the agent's OTLP receiver on a free loopback port.
+  const relayConfig = join(dir, 'relay-config.json');
+  writeFileSync(relayConfig, JSON.stringify({ telemetry: { sinks: [{ type: 'file', name: 'demo-file', path: join(dir, 'telemetry.jsonl') }], pullIntervalMs: 100 } }));
+  const otlpPort = await freeLoopbackPort();
+  const agentConfig = join(dir, 'agent-config.json');
+  writeFileSync(agentConfig, JSON.stringify({ telemetry: { otlpReceiver: { enabled: true, port: otlpPort } } }));
+  const relay = spawn(process.execPath, [BIN.relay, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'relay'), '--insecure-http', '--config', relayConfig], {
     env: { ...process.env, UPLINK_BOOTSTRAP_TOKEN: token, UPLINK_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -99,7 +118,7 @@ async function main(): Promise<number> {
   const listening = await waitForLine(relay, (l) => l.msg === 'relay listening', 120_000);
   const url = String(listening.url);
   console.log(`   relay listening on ${url}`);
-  const env = { ...process.env, UPLINK_URL: url, UPLINK_TOKEN: token };
+  const env = { ...process.env, UPLINK_URL: url, UPLINK_TOKEN: token, DEMO_AGENT_CONFIG: agentConfig, DEMO_OTLP_PORT: String(otlpPort) };
 
   const steps: DemoStep[] = DEMO_STEPS;
   let failed = 0;

@@ -50,12 +50,20 @@ export interface OpTap {
   onEnd?(outcome: { error?: UplinkError; bytesIn: number; bytesOut: number }): void;
 }
 
+/** An operation the relay or the agent refused before the upgrade. */
+export interface OpRefusal {
+  op: string;
+  applianceName: string;
+  code: string;
+}
+
 const AGENT_RESPONSE_TIMEOUT_MS = 30_000;
 const MAX_ERROR_BODY = 64 * 1024;
 
 export class OpsBridge {
   private readonly wss: WebSocketServer;
   private readonly apiAuth: ApiAuthenticator;
+  private readonly refusalListeners: Array<(refusal: OpRefusal) => void> = [];
 
   constructor(
     private readonly cfg: Readonly<RelayConfig>,
@@ -73,27 +81,44 @@ export class OpsBridge {
     this.taps.push(factory);
   }
 
+  /** Observe refused operations (the phase summary refreshes after a phase refusal). */
+  onRefused(listener: (refusal: OpRefusal) => void): void {
+    this.refusalListeners.push(listener);
+  }
+
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, op: OpKind, applianceName: string): void {
     socket.on('error', () => {});
     const requestId = randomUUID();
     const log = this.log.child({ request: requestId, op: op.name, appliance: applianceName });
     this.open(req, op, applianceName, requestId, log)
-      .then(({ stream, info }) => {
+      .then(({ stream, info, phaseMode }) => {
         if (socket.destroyed) {
           stream.close();
           return;
         }
-        this.wss.handleUpgrade(req, socket, head, (ws) => this.bridge(ws, stream, info, log));
+        // The agent's phase mode rides on the upgrade response so the CLI can say "local
+        // mode". ws emits 'headers' synchronously inside handleUpgrade, so this listener sees
+        // only this request's response.
+        const addMode = (headers: string[]) => {
+          if (phaseMode) headers.push(`${OP_HEADERS.phaseMode}: ${phaseMode}`);
+        };
+        this.wss.on('headers', addMode);
+        try {
+          this.wss.handleUpgrade(req, socket, head, (ws) => this.bridge(ws, stream, info, log));
+        } finally {
+          this.wss.off('headers', addMode);
+        }
       })
       .catch((err: unknown) => {
         const e = toUplinkError(err);
         if (e.code === 'UPLINK_ERR_UNAUTHENTICATED' || e.code === 'UPLINK_ERR_FORBIDDEN') this.metrics.authFailures.inc({ code: e.code });
         log.info({ code: e.code, reason: e.message }, 'operation refused');
         rejectUpgrade(socket, e, { 'x-uplink-request-id': requestId });
+        for (const l of this.refusalListeners) l({ op: op.name, applianceName, code: e.code });
       });
   }
 
-  private async open(req: IncomingMessage, op: OpKind, applianceName: string, requestId: string, log: Logger): Promise<{ stream: ClientHttp2Stream; info: OpStartInfo }> {
+  private async open(req: IncomingMessage, op: OpKind, applianceName: string, requestId: string, log: Logger): Promise<{ stream: ClientHttp2Stream; info: OpStartInfo; phaseMode: string | undefined }> {
     const token = await this.apiAuth.authenticate(req);
     ApiAuthenticator.require(token, op.scope);
     const rawSpec = req.headers[OP_HEADERS.spec];
@@ -136,7 +161,10 @@ export class OpsBridge {
       stream.close();
       throw errorFromBody(parsed, status);
     }
-    return { stream, info: { op, token, applianceId: appliance.id, applianceName, requestId, spec } };
+    const mode = headers[OP_HEADERS.phaseMode];
+    // Only the two values the agent sends pass through: nothing else reaches a response header.
+    const phaseMode = mode === 'aws' || mode === 'local' ? mode : undefined;
+    return { stream, info: { op, token, applianceId: appliance.id, applianceName, requestId, spec }, phaseMode };
   }
 
   private bridge(ws: WebSocket, stream: ClientHttp2Stream, info: OpStartInfo, log: Logger): void {

@@ -28,6 +28,8 @@ import { matchRoute, sendError, sendJson, type Route } from './http-util.js';
 import { rejectUpgrade } from './upgrade-reply.js';
 import { AGENT_PATHS } from '../shared/protocol.js';
 import { relayCapabilities, type RelayCapability } from './capabilities.js';
+import { EventEmitter } from 'node:events';
+import type { AgentSession } from './agent-session.js';
 
 export interface RelayOptions {
   logger?: Logger;
@@ -66,6 +68,8 @@ export class Relay {
   private capabilities: RelayCapability[] = [];
   /** Extra routes and ops registered by capabilities (deployments, telemetry, …). */
   readonly extensions: { routes: Route<ApiContext>[]; ops: Record<string, OpKind> } = { routes: [], ops: {} };
+  /** Agent connections coming and going, for capabilities with per-agent work (telemetry pulls). */
+  readonly agentEvents = new EventEmitter<{ connected: [AgentSession]; disconnected: [AgentSession] }>();
 
   constructor(
     readonly cfg: Readonly<RelayConfig>,
@@ -86,7 +90,10 @@ export class Relay {
   async start(): Promise<void> {
     this.store = await openStore({ databaseUrl: this.cfg.databaseUrl, dataDir: this.cfg.dataDir });
     await this.ensureAdminToken();
-    this.gateway = new AgentGateway(this.cfg, this.store, this.relayId, this.log, this.metrics);
+    this.gateway = new AgentGateway(this.cfg, this.store, this.relayId, this.log, this.metrics, {
+      onConnected: (s) => this.agentEvents.emit('connected', s),
+      onDisconnected: (s) => this.agentEvents.emit('disconnected', s),
+    });
     this.ops = new OpsBridge(this.cfg, this.store, this.gateway, this.log, this.metrics);
     this.apiAuth = new ApiAuthenticator(this.store);
     this.routes = buildApiRoutes({ cfg: this.cfg, store: this.store, gateway: this.gateway, publicUrl: () => this.publicUrl() });

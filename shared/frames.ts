@@ -23,7 +23,9 @@ export type ControlMessage =
   | { type: 'signal'; signal: string }
   | { type: 'resize'; cols: number; rows: number }
   | { type: 'exit'; code: number | null; signal: string | null; reason?: string }
-  | { type: 'error'; code: string; message: string };
+  | { type: 'error'; code: string; message: string }
+  /** kube ops: the API server's status and headers, sent once before any stdout (body) bytes. */
+  | { type: 'response'; status: number; headers: Record<string, string | string[]> };
 
 export interface Frame {
   channel: number;
@@ -71,8 +73,18 @@ export function parseControl(payload: Buffer): ControlMessage {
     case 'error':
       if (typeof m.code === 'string' && typeof m.message === 'string') return { type: 'error', code: m.code, message: m.message };
       break;
+    case 'response':
+      if (Number.isInteger(m.status) && (m.status as number) >= 100 && (m.status as number) <= 599 && isHeaderRecord(m.headers)) {
+        return { type: 'response', status: m.status as number, headers: m.headers };
+      }
+      break;
   }
   throw new UplinkError('UPLINK_ERR_BAD_REQUEST', 'unknown or malformed control frame');
+}
+
+function isHeaderRecord(v: unknown): v is Record<string, string | string[]> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  return Object.values(v).every((x) => typeof x === 'string' || (Array.isArray(x) && x.every((y) => typeof y === 'string')));
 }
 
 /**

@@ -49,10 +49,35 @@ export class ApiClient {
   }
 
   /**
+   * GET a byte stream (a recording). Resolves once the status is 200, with the body to read
+   * at the caller's pace and the response headers; rejects with the relay's code otherwise.
+   */
+  async stream(path: string): Promise<{ body: AsyncIterable<Buffer>; headers: Record<string, string | string[] | undefined> }> {
+    let res;
+    try {
+      res = await request(`${this.cfg.url}${path}`, { method: 'GET', dispatcher: this.dispatcher, headers: { authorization: `Bearer ${this.cfg.token}` } });
+    } catch (err) {
+      throw new UplinkError('UPLINK_ERR_RELAY_UNREACHABLE', `cannot reach ${this.cfg.url}: ${(err as Error).message}`, { cause: err });
+    }
+    if (res.statusCode !== 200) {
+      const text = await res.body.text();
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      throw errorFromBody(parsed, res.statusCode);
+    }
+    return { body: res.body, headers: res.headers };
+  }
+
+  /**
    * Open an interactive operation. Resolves with the byte stream once the agent accepted;
    * rejects with the relay's or agent's error code otherwise.
    */
-  openOp(appliance: string, op: string, spec: unknown): Promise<Duplex> {
+  /** `onHeaders` sees the upgrade response headers (e.g. x-uplink-phase-mode) before any byte flows. */
+  openOp(appliance: string, op: string, spec: unknown, opts: { onHeaders?(headers: IncomingMessage['headers']): void } = {}): Promise<Duplex> {
     const url = new URL(`${this.cfg.url}/v1/appliances/${encodeURIComponent(appliance)}/${op}`);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     return new Promise((resolve, reject) => {
@@ -62,6 +87,7 @@ export class ApiClient {
         maxPayload: 64 * 1024 * 1024,
         ...(this.ca ? { ca: this.ca } : {}),
       });
+      if (opts.onHeaders) ws.once('upgrade', (res: IncomingMessage) => opts.onHeaders!(res.headers));
       ws.once('open', () => {
         const duplex = createWebSocketStream(ws);
         resolve(duplex);

@@ -10,6 +10,16 @@ import { loginCommand } from './commands/login.js';
 import { tokenCreateCommand, tokenListCommand, tokenRevokeCommand } from './commands/tokens.js';
 import { applianceCreateCommand, applianceEnrollTokenCommand, applianceRevokeCommand, appliancesCommand } from './commands/appliances.js';
 import { execCommand } from './commands/exec.js';
+import { releaseCreateCommand, releaseKeygenCommand, releasesCommand } from './commands/release.js';
+import { deployCancelCommand, deployCommand, deployLogsCommand, deploymentsCommand } from './commands/deploy.js';
+import { kubeconfigCommand } from './commands/kubeconfig.js';
+import { kubectlCommand } from './commands/kubectl.js';
+import { forwardCommand } from './commands/forward.js';
+import { sqlCommand } from './commands/sql.js';
+import { shellCommand } from './commands/shell.js';
+import { replayCommand, sessionsCommand } from './commands/sessions.js';
+import { auditCommand } from './commands/audit.js';
+import { telemetryTailCommand } from './commands/telemetry.js';
 
 export const COMMANDS: Command[] = [
   loginCommand,
@@ -18,6 +28,22 @@ export const COMMANDS: Command[] = [
   applianceEnrollTokenCommand,
   applianceRevokeCommand,
   execCommand,
+  releaseKeygenCommand,
+  releaseCreateCommand,
+  releasesCommand,
+  deployCommand,
+  deploymentsCommand,
+  deployLogsCommand,
+  deployCancelCommand,
+  kubeconfigCommand,
+  kubectlCommand,
+  forwardCommand,
+  sqlCommand,
+  shellCommand,
+  sessionsCommand,
+  replayCommand,
+  auditCommand,
+  telemetryTailCommand,
   tokenCreateCommand,
   tokenListCommand,
   tokenRevokeCommand,

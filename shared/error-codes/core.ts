@@ -22,6 +22,7 @@ export const CORE_CODES = {
   UPLINK_ERR_ENROLL_TOKEN_EXPIRED: { status: 401, summary: 'The enrollment token has expired.' },
   UPLINK_ERR_ENROLL_WRONG_APPLIANCE: { status: 401, summary: 'The enrollment token belongs to another appliance.' },
   UPLINK_ERR_AGENT_STATE_MISMATCH: { status: 409, summary: "The agent's state directory belongs to a different appliance or relay." },
+  UPLINK_ERR_IDENTITY_STORE_UNAVAILABLE: { status: 503, summary: "The agent's identity in SSM Parameter Store could not be read or written." },
   UPLINK_ERR_AGENT_OFFLINE: { status: 503, summary: 'The appliance has no agent connected.' },
   UPLINK_ERR_TOO_MANY_STREAMS: { status: 429, summary: 'The per-agent concurrent stream limit is reached.' },
   UPLINK_ERR_TUNNEL_CLOSED: { status: 502, summary: 'The tunnel to the agent closed while the request was in flight.' },

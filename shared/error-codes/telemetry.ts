@@ -13,4 +13,7 @@ export const TELEMETRY_CODES = {
   UPLINK_ERR_TELEMETRY_RECEIVER_BIND: { status: 500, summary: 'The OTLP receiver could not bind to its configured address.' },
   UPLINK_ERR_TELEMETRY_SINK_FAILED: { status: 502, summary: 'A telemetry sink gave up on a batch.' },
   UPLINK_ERR_TELEMETRY_SINK_CLOSED: { status: 503, summary: 'A telemetry sink is closed.' },
+  // Relay pull loop and tail
+  UPLINK_ERR_TELEMETRY_DISABLED: { status: 409, summary: 'The relay has no telemetry sinks configured, so it pulls nothing.' },
+  UPLINK_ERR_TELEMETRY_PULL_FAILED: { status: 502, summary: 'A telemetry pull or ack to an agent failed or answered malformed data.' },
 } as const;

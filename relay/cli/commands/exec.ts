@@ -10,6 +10,7 @@ import type { Duplex } from 'node:stream';
 import { UplinkError } from '../../../shared/errors.js';
 import { EXIT, list, parseCommand, str } from '../../../shared/cli-args.js';
 import { parseDuration } from '../../../shared/duration.js';
+import { OP_HEADERS } from '../../../shared/protocol.js';
 import { CHANNEL, FrameDecoder, encodeControl, encodeFrame, parseControl, type Frame } from '../../../shared/frames.js';
 import type { Command, CliContext } from '../context.js';
 
@@ -131,7 +132,13 @@ Exit status: the command's; 128+N when killed by signal N; 255 when uplink faile
       ...(str(values.cwd) ? { cwd: str(values.cwd) } : {}),
       ...(timeout ? { timeoutMs: parseDuration(timeout, '--timeout') } : {}),
     };
-    const duplex = await ctx.client().openOp(appliance, 'exec', spec);
+    // The agent says whether its phase decisions came from AWS roles or its local config;
+    // an engineer at a terminal is told once, scripts reading stderr are not disturbed.
+    const duplex = await ctx.client().openOp(appliance, 'exec', spec, {
+      onHeaders: (h) => {
+        if (h[OP_HEADERS.phaseMode] === 'local' && (ctx.io.stderr as { isTTY?: boolean }).isTTY) ctx.io.stderr.write('(phases: local mode)\n');
+      },
+    });
     return runFramedSession(ctx, duplex, { forwardStdin: !values['no-stdin'] });
   },
 };

@@ -5,10 +5,11 @@
  */
 import { m0001Foundation } from './0001-foundation.js';
 import { m0002Operations } from './0002-operations.js';
+import { m0003Deployments } from './0003-deployments.js';
 
 export interface Migration {
   id: string;
   sql: string;
 }
 
-export const MIGRATIONS: readonly Migration[] = [m0001Foundation, m0002Operations];
+export const MIGRATIONS: readonly Migration[] = [m0001Foundation, m0002Operations, m0003Deployments];
