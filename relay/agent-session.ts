@@ -41,6 +41,7 @@ export class AgentSession {
   private readonly h2: ClientHttp2Session;
   private readonly duplex: Duplex;
   private openStreams = 0;
+  private readonly openByOp = new Map<string, number>();
   private revoked = false;
   private draining = false;
   private closedPromise: Promise<void>;
@@ -100,6 +101,11 @@ export class AgentSession {
     return this.openStreams;
   }
 
+  /** Streams open for one kind of operation (background polls count in streamsOpen too). */
+  streamsOpenFor(op: string): number {
+    return this.openByOp.get(op) ?? 0;
+  }
+
   get stats(): { bytesIn: number; bytesOut: number; streams: number } {
     return { bytesIn: this.bytesIn, bytesOut: this.bytesOut, streams: this.openStreams };
   }
@@ -126,9 +132,11 @@ export class AgentSession {
       throw new UplinkError('UPLINK_ERR_TUNNEL_CLOSED', `cannot open a stream to the agent: ${(err as Error).message}`, { cause: err });
     }
     this.openStreams++;
+    this.openByOp.set(op, (this.openByOp.get(op) ?? 0) + 1);
     this.metrics.streamsOpen.inc({ op });
     stream.once('close', () => {
       this.openStreams--;
+      this.openByOp.set(op, (this.openByOp.get(op) ?? 1) - 1);
       this.metrics.streamsOpen.dec({ op });
     });
     return stream;

@@ -167,7 +167,9 @@ export async function handleShell(stream: ServerHttp2Stream, ctx: RequestContext
     .append({ ...auditBase, outcome, end: new Date(), bytesIn, bytesOut, detail: { exitCode: exit.exitCode, signal: exit.signal, reason: why ?? 'exited' } })
     .catch((err: unknown) => ctx.log.error({ err: String(err) }, 'cannot append audit event'));
   if (!stream.destroyed && !stream.writableEnded) {
-    const msg: ControlMessage = { type: 'exit', code: exit.exitCode, signal: exit.signal, ...(why ? { reason: why } : {}) };
+    // node-pty reports exitCode 0 alongside the signal for a process killed by one; the
+    // protocol says code is null then, so the CLI exits 128+N like a local shell would.
+    const msg: ControlMessage = { type: 'exit', code: exit.signal ? null : exit.exitCode, signal: exit.signal, ...(why ? { reason: why } : {}) };
     stream.end(encodeControl(msg));
   }
 }

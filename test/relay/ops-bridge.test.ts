@@ -58,10 +58,10 @@ t.test('bad input', async (t) => {
       d.on('error', () => {});
       stuck.push(d);
     }
-    await waitFor(() => relay.gateway.get(victim.applianceId)?.streamsOpen === 3, 30_000, 'three streams open');
+    await waitFor(() => relay.gateway.get(victim.applianceId)?.streamsOpenFor('exec') === 3, 30_000, 'three streams open');
     await bystanderWorks(t, 'three non-reading clients');
     for (const d of stuck) d.destroy();
-    await waitFor(() => relay.gateway.get(victim.applianceId)?.streamsOpen === 0, 20_000, 'the relay closed every abandoned stream');
+    await waitFor(() => relay.gateway.get(victim.applianceId)?.streamsOpenFor('exec') === 0, 20_000, 'the relay closed every abandoned stream');
     t.pass('abandoned streams closed');
     const r = await runExec(client, 'victim', { command: 'echo', args: ['ok'] });
     t.equal(r.stdout, 'ok\n', 'the victim agent itself still works');

@@ -24,7 +24,7 @@ t.test(`${CONCURRENT} concurrent execs on one agent`, async (t) => {
     .filter((x) => x !== null);
   t.same(failures, [], 'every exec exited 0 with its own output');
   // A stream's 'close' follows the last frame by a tick or so; every one of them must come.
-  await waitFor(() => relay.gateway.get(enrolled.applianceId)?.streamsOpen === 0, 20_000, 'every stream closed');
+  await waitFor(() => relay.gateway.get(enrolled.applianceId)?.streamsOpenFor('exec') === 0, 20_000, 'every stream closed');
   t.pass('every stream closed');
   t.same((await relay.metrics.disconnections.get()).values, [], 'the agent never dropped');
 });
