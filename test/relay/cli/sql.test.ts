@@ -32,7 +32,7 @@ t.test('uplink sql against PostgreSQL', async (t) => {
   await startAgent(t, relay, enrolled, {
     local: { operate: 'enabled' },
     sqlTargets: {
-      main: { engine: 'postgres', connection: { url: `${url}?sslmode=disable` }, statementTimeoutMs: 120_000, maxRows: 1_000_000, allowWrite: true },
+      main: { engine: 'postgres', connection: { url: `${url}?sslmode=disable` }, statementTimeoutMs: 500_000, maxRows: 1_000_000, allowWrite: true },
       ro: { engine: 'postgres', connection: { url: `${url}?sslmode=disable` } },
       slow: { engine: 'postgres', connection: { url: `${url}?sslmode=disable` }, statementTimeoutMs: 300 },
     },
