@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap';
 import { PGliteDb, PostgresDb, type Db } from '../../../relay/store/db.js';
 import { migrate } from '../../../relay/store/migrate.js';
+import { MIGRATIONS } from '../../../relay/store/migrations/index.js';
 import { AuditRepo } from '../../../relay/store/audit-repo.js';
 import { GENESIS_HASH, verifyChain } from '../../../shared/audit/chain.js';
 import type { AuditInput } from '../../../shared/audit/event.js';
@@ -43,7 +44,7 @@ for (const backend of BACKENDS) {
     const opened = await backend.open(t);
     if (!opened) return;
     const { db, url } = opened;
-    t.same(await migrate(db), ['0001-foundation', '0002-operations']);
+    t.same(await migrate(db), MIGRATIONS.map((m) => m.id), 'every migration applied once, in order');
 
     const open = async (_t: Test): Promise<{ db: Db; repo: AuditRepo }> => {
       await db.exec(`TRUNCATE audit_events, session_chunks, sessions; UPDATE audit_head SET seq = 0, hash = '${GENESIS_HASH}'`);
