@@ -12,7 +12,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import type { ServerHttp2Stream } from 'node:http2';
 import { UplinkError } from '../../shared/errors.js';
-import { CHANNEL, FrameDecoder, encodeControl, encodeFrame, parseControl, type Frame, type ControlMessage } from '../../shared/frames.js';
+import { CHANNEL, encodeControl, encodeFrame, type ControlMessage } from '../../shared/frames.js';
+import { readInputFrames } from './input-frames.js';
 import type { AgentConfig } from '../config.js';
 import type { PhaseAccess } from '../phases/credentials.js';
 import type { AgentAuditLog } from '../audit-log.js';
@@ -115,7 +116,6 @@ export async function handleExec(stream: ServerHttp2Stream, ctx: RequestContext,
   // The customer revoked Operate, or its window closed: the command ends now.
   session.once('ended', () => terminate('access-revoked'));
   let bytesOut = 0;
-  let bytesIn = 0;
 
   let reason: string | undefined;
   let killTimer: NodeJS.Timeout | undefined;
@@ -147,37 +147,22 @@ export async function handleExec(stream: ServerHttp2Stream, ctx: RequestContext,
   child.stdin!.on('error', () => {}); // EPIPE when the command does not read stdin
 
   // Input frames → stdin, signals.
-  const decoder = new FrameDecoder({ maxFrameBytes: deps.maxFrameBytes });
-  stream.pipe(decoder);
-  decoder.on('data', (frame: Frame) => {
-    if (frame.channel === CHANNEL.stdin) {
-      bytesIn += frame.payload.length;
-      if (!child.stdin!.destroyed && !child.stdin!.writableEnded && !child.stdin!.write(frame.payload)) {
-        decoder.pause();
-        child.stdin!.once('drain', () => decoder.resume());
+  const input = readInputFrames(stream, { maxFrameBytes: deps.maxFrameBytes, log: ctx.log }, {
+    stdin: () => (child.stdin!.destroyed || child.stdin!.writableEnded ? undefined : child.stdin!),
+    control: (msg) => {
+      if (msg.type === 'eof') child.stdin!.end();
+      else if (msg.type === 'signal') {
+        if (FORWARDABLE_SIGNALS.has(msg.signal)) signalGroup(child, msg.signal as NodeJS.Signals);
+        else ctx.log.info({ signal: msg.signal }, 'signal not forwardable; ignored');
       }
-      return;
-    }
-    if (frame.channel !== CHANNEL.control) return;
-    let msg: ControlMessage;
-    try {
-      msg = parseControl(frame.payload);
-    } catch (err) {
-      ctx.log.info({ err: (err as Error).message }, 'bad control frame ignored');
-      return;
-    }
-    if (msg.type === 'eof') child.stdin!.end();
-    else if (msg.type === 'signal') {
-      if (FORWARDABLE_SIGNALS.has(msg.signal)) signalGroup(child, msg.signal as NodeJS.Signals);
-      else ctx.log.info({ signal: msg.signal }, 'signal not forwardable; ignored');
-    }
-  });
-  decoder.on('error', (err) => {
-    ctx.log.info({ err: err.message }, 'malformed input from relay; ending command');
-    terminate('protocol-error');
-  });
-  decoder.on('end', () => {
-    if (!child.stdin!.writableEnded) child.stdin!.end();
+    },
+    error: (err) => {
+      ctx.log.info({ err: err.message }, 'malformed input from relay; ending command');
+      terminate('protocol-error');
+    },
+    end: () => {
+      if (!child.stdin!.writableEnded) child.stdin!.end();
+    },
   });
 
   // The relay cancelled (RST_STREAM) or the tunnel died: stop the work.
@@ -192,7 +177,7 @@ export async function handleExec(stream: ServerHttp2Stream, ctx: RequestContext,
   await session.close();
   await deps
     .audit()
-    .append({ ...auditBase, outcome: code === 0 ? 'ok' : 'error', end: new Date(), bytesIn, bytesOut, detail: { exitCode: code, signal, reason: reason ?? 'exited' } })
+    .append({ ...auditBase, outcome: code === 0 ? 'ok' : 'error', end: new Date(), bytesIn: input.bytesIn, bytesOut, detail: { exitCode: code, signal, reason: reason ?? 'exited' } })
     .catch((err: unknown) => ctx.log.error({ err: String(err) }, 'cannot append audit event'));
   if (!stream.destroyed && !stream.closed) {
     const exit: ControlMessage = { type: 'exit', code, signal, ...(reason ? { reason } : {}) };

@@ -19,7 +19,8 @@
 import { connect, type Socket } from 'node:net';
 import type { ServerHttp2Stream } from 'node:http2';
 import { UplinkError } from '../../shared/errors.js';
-import { CHANNEL, FrameDecoder, encodeControl, encodeFrame, parseControl, type Frame } from '../../shared/frames.js';
+import { CHANNEL, encodeControl, encodeFrame } from '../../shared/frames.js';
+import { readInputFrames } from './input-frames.js';
 import { OP_HEADERS } from '../../shared/protocol.js';
 import type { AgentAuditLog } from '../audit-log.js';
 import type { PhaseAccess } from '../phases/credentials.js';
@@ -112,7 +113,6 @@ export async function handleForward(stream: ServerHttp2Stream, ctx: RequestConte
   ctx.log.info({ target, rule, phaseMode: session.mode }, 'forward connected');
   stream.respond({ ':status': 200, 'content-type': 'application/x-uplink-frames', [OP_HEADERS.phaseMode]: session.mode });
 
-  let bytesIn = 0;
   let bytesOut = 0;
   let reason: string | undefined;
   const stop = (why: string): void => {
@@ -137,28 +137,15 @@ export async function handleForward(stream: ServerHttp2Stream, ctx: RequestConte
   });
 
   // Relay → destination.
-  const decoder = new FrameDecoder({ maxFrameBytes: deps.maxFrameBytes });
-  stream.pipe(decoder);
-  decoder.on('data', (frame: Frame) => {
-    if (frame.channel === CHANNEL.stdin) {
-      bytesIn += frame.payload.length;
-      if (socket.destroyed || socket.writableEnded) return;
-      if (!socket.write(frame.payload)) {
-        decoder.pause();
-        socket.once('drain', () => decoder.resume());
-      }
-      return;
-    }
-    if (frame.channel !== CHANNEL.control) return;
-    try {
-      if (parseControl(frame.payload).type === 'eof' && !socket.writableEnded) socket.end();
-    } catch (err) {
-      ctx.log.info({ err: (err as Error).message }, 'bad control frame ignored');
-    }
-  });
-  decoder.on('error', (err) => {
-    ctx.log.info({ err: err.message }, 'malformed input from relay; closing the forward');
-    stop('protocol-error');
+  const input = readInputFrames(stream, { maxFrameBytes: deps.maxFrameBytes, log: ctx.log }, {
+    stdin: () => (socket.destroyed || socket.writableEnded ? undefined : socket),
+    control: (msg) => {
+      if (msg.type === 'eof' && !socket.writableEnded) socket.end();
+    },
+    error: (err) => {
+      ctx.log.info({ err: err.message }, 'malformed input from relay; closing the forward');
+      stop('protocol-error');
+    },
   });
   // The relay cancelled (RST_STREAM), the CLI went away or the tunnel died.
   stream.once('close', () => {
@@ -167,11 +154,11 @@ export async function handleForward(stream: ServerHttp2Stream, ctx: RequestConte
 
   await new Promise<void>((resolve) => socket.once('close', () => resolve()));
   active--;
-  ctx.log.info({ target, bytesIn, bytesOut, reason: reason ?? 'closed' }, 'forward ended');
+  ctx.log.info({ target, bytesIn: input.bytesIn, bytesOut, reason: reason ?? 'closed' }, 'forward ended');
   await session.close();
   await deps
     .audit()
-    .append({ ...auditBase, outcome: reason && reason !== 'cancelled' ? 'error' : 'ok', end: new Date(), bytesIn, bytesOut, detail: { rule, reason: reason ?? 'closed' } })
+    .append({ ...auditBase, outcome: reason && reason !== 'cancelled' ? 'error' : 'ok', end: new Date(), bytesIn: input.bytesIn, bytesOut, detail: { rule, reason: reason ?? 'closed' } })
     .catch((err: unknown) => ctx.log.error({ err: String(err) }, 'cannot append audit event'));
   if (!stream.destroyed && !stream.closed) {
     if (reason && reason !== 'cancelled') stream.end(encodeControl({ type: 'exit', code: null, signal: null, reason }));

@@ -17,7 +17,8 @@ import type { ServerHttp2Stream } from 'node:http2';
 import { z } from 'zod';
 import { UplinkError } from '../../shared/errors.js';
 import { formatIssues } from '../../shared/config-validate.js';
-import { CHANNEL, FrameDecoder, encodeControl, encodeFrame, parseControl, type ControlMessage, type Frame } from '../../shared/frames.js';
+import { CHANNEL, encodeControl, encodeFrame, type ControlMessage } from '../../shared/frames.js';
+import { readInputFrames } from './input-frames.js';
 import { AGENT_PATHS, OP_HEADERS } from '../../shared/protocol.js';
 import type { AgentCapability } from '../capabilities.js';
 import { inheritedEnv } from './exec.js';
@@ -99,7 +100,6 @@ export async function handleShell(stream: ServerHttp2Stream, ctx: RequestContext
     throw err;
   }
   let bytesOut = 0;
-  let bytesIn = 0;
   // Attach in the same tick as the spawn: node-pty drops output read before a listener.
   // Until the 200 is sent nothing may be written, so early output waits in `early`.
   const early: Buffer[] = [];
@@ -125,34 +125,22 @@ export async function handleShell(stream: ServerHttp2Stream, ctx: RequestContext
   // The customer revoked Operate, or its window closed: the shell ends now.
   session.once('ended', () => end('access-revoked'));
 
-  const decoder = new FrameDecoder({ maxFrameBytes: deps.maxFrameBytes });
-  stream.pipe(decoder);
-  decoder.on('data', (frame: Frame) => {
-    if (frame.channel === CHANNEL.stdin) {
-      bytesIn += frame.payload.length;
-      pty.write(frame.payload);
-      return;
-    }
-    if (frame.channel !== CHANNEL.control) return;
-    let msg: ControlMessage;
-    try {
-      msg = parseControl(frame.payload);
-    } catch (err) {
-      ctx.log.info({ err: (err as Error).message }, 'bad control frame ignored');
-      return;
-    }
-    if (msg.type === 'resize') {
-      try {
-        pty.resize(msg.cols, msg.rows);
-      } catch (err) {
-        ctx.log.info({ err: (err as Error).message }, 'resize refused');
+  const input = readInputFrames(stream, { maxFrameBytes: deps.maxFrameBytes, log: ctx.log }, {
+    stdin: () => (chunk) => pty.write(chunk),
+    control: (msg) => {
+      if (msg.type === 'resize') {
+        try {
+          pty.resize(msg.cols, msg.rows);
+        } catch (err) {
+          ctx.log.info({ err: (err as Error).message }, 'resize refused');
+        }
       }
-    }
-    // 'eof' has no meaning for a terminal (Ctrl-D is a byte); 'signal' is not needed.
-  });
-  decoder.on('error', (err) => {
-    ctx.log.info({ err: err.message }, 'malformed input from relay; ending shell');
-    end('protocol-error');
+      // 'eof' has no meaning for a terminal (Ctrl-D is a byte); 'signal' is not needed.
+    },
+    error: (err) => {
+      ctx.log.info({ err: err.message }, 'malformed input from relay; ending shell');
+      end('protocol-error');
+    },
   });
   // The relay cancelled (RST_STREAM) or the tunnel died: hang up, like a closed terminal.
   stream.once('close', () => end('cancelled'));
@@ -164,7 +152,7 @@ export async function handleShell(stream: ServerHttp2Stream, ctx: RequestContext
   const outcome = why === 'idle-timeout' || why === 'max-duration' ? 'timeout' : why === 'cancelled' ? 'cancelled' : exit.exitCode === 0 ? 'ok' : 'error';
   await deps
     .audit()
-    .append({ ...auditBase, outcome, end: new Date(), bytesIn, bytesOut, detail: { exitCode: exit.exitCode, signal: exit.signal, reason: why ?? 'exited' } })
+    .append({ ...auditBase, outcome, end: new Date(), bytesIn: input.bytesIn, bytesOut, detail: { exitCode: exit.exitCode, signal: exit.signal, reason: why ?? 'exited' } })
     .catch((err: unknown) => ctx.log.error({ err: String(err) }, 'cannot append audit event'));
   if (!stream.destroyed && !stream.writableEnded) {
     // node-pty reports exitCode 0 alongside the signal for a process killed by one; the
