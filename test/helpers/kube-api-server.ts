@@ -287,7 +287,14 @@ export class KubeApiServer {
     const container = url.searchParams.get('container') ?? pod.containers[0];
     if (!container || !pod.containers.includes(container)) return reject(400, 'BadRequest', `container ${container} is not valid for pod ${pod.name}`);
     const stdin = url.searchParams.get('stdin') === 'true';
-    this.wss.handleUpgrade(req, socket, head, (ws) => runExec(ws, command, stdin));
+    // kubectl (client-go's WebSocket executor) starts reading frames before it has registered
+    // its stdout/stderr streams, and drops a frame that arrives in that gap ("Unknown stream id
+    // 1, discarding message"). A real kubelet never answers that fast: starting a process in a
+    // container takes milliseconds. Give the client the same head start a runtime would.
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.pause(); // stdin waits in the socket meanwhile, as it would in the runtime
+      setTimeout(() => { runExec(ws, command, stdin); ws.resume(); }, EXEC_START_DELAY_MS);
+    });
   }
 
   private emit(e: WatchEvent): void {
@@ -295,6 +302,9 @@ export class KubeApiServer {
     for (const w of this.watchers) w.send(e);
   }
 }
+
+/** How long a "container process" takes to start; see handleUpgrade. */
+const EXEC_START_DELAY_MS = 50;
 
 /** Pick the best exec subprotocol the client offers. */
 function pickExecProtocol(offered: Set<string>): string | undefined {
