@@ -6,7 +6,7 @@
  *
  * Environment: BENCH_AGENTS (default 10000), BENCH_EXEC_SAMPLES (200), BENCH_WINDOWS (3),
  * BENCH_HEARTBEAT_MS (15000), BENCH_DATABASE_URL (PostgreSQL for the relay; default PGlite),
- * BENCH_ONLY (comma-separated case groups: fleet).
+ * BENCH_ONLY (comma-separated case groups, the keys of GROUPS below).
  */
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { cpus, totalmem, tmpdir, release } from 'node:os';
@@ -17,21 +17,30 @@ import { runFleetCases, type CaseResult } from './agents-cases.js';
 const env = process.env;
 const num = (name: string, def: number) => (env[name] ? Number(env[name]) : def);
 
+/** Case groups, run in this order; BENCH_ONLY picks some. Each gets its own scratch dir. */
+const GROUPS: Record<string, (dir: string) => Promise<CaseResult[]>> = {
+  fleet: (dir) =>
+    runFleetCases(dir, {
+      agents: num('BENCH_AGENTS', 10000),
+      execSamples: num('BENCH_EXEC_SAMPLES', 200),
+      windows: num('BENCH_WINDOWS', 3),
+      heartbeatMs: num('BENCH_HEARTBEAT_MS', 15000),
+      ...(env.BENCH_DATABASE_URL ? { databaseUrl: env.BENCH_DATABASE_URL } : {}),
+    }),
+};
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'uplink-bench-'));
   const only = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',')) : undefined;
+  for (const name of only ?? []) if (!GROUPS[name]) throw new Error(`BENCH_ONLY: unknown group "${name}" (known: ${Object.keys(GROUPS).join(', ')})`);
   const results: CaseResult[] = [];
   try {
-    if (!only || only.has('fleet')) {
-      results.push(
-        ...(await runFleetCases(join(dir, 'fleet'), {
-          agents: num('BENCH_AGENTS', 10000),
-          execSamples: num('BENCH_EXEC_SAMPLES', 200),
-          windows: num('BENCH_WINDOWS', 3),
-          heartbeatMs: num('BENCH_HEARTBEAT_MS', 15000),
-          ...(env.BENCH_DATABASE_URL ? { databaseUrl: env.BENCH_DATABASE_URL } : {}),
-        })),
-      );
+    for (const [name, run] of Object.entries(GROUPS)) {
+      if (only && !only.has(name)) continue;
+      process.stderr.write(`bench: ${name}\n`);
+      const groupDir = join(dir, name);
+      mkdirSync(groupDir, { recursive: true });
+      results.push(...(await run(groupDir)));
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
