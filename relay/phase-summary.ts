@@ -32,6 +32,12 @@ export const PHASE_SUMMARY_LIMITS = {
   scanIntervalMs: 1_000,
   /** Pause after a failed read before the next one, so a broken agent is not hammered. */
   retryDelayMs: 5_000,
+  /**
+   * Least time between two held polls: an agent that answers a held poll at once every time
+   * (its state really flaps, or it is buggy) costs at most one read and store write per
+   * interval instead of a hot loop.
+   */
+  minPollIntervalMs: 1_000,
   /** Extra time over the long poll's wait before the relay gives up on an answer. */
   answerGraceMs: 10_000,
 } as const;
@@ -91,23 +97,32 @@ class PhasePoller {
 
   async run(): Promise<void> {
     while (!this.stopped && this.session.isOpen) {
+      const held = this.fingerprint !== undefined;
+      const startedAt = Date.now();
       try {
-        const report = await this.fetch(this.fingerprint === undefined ? 0 : this.waitSeconds, this.fingerprint);
+        const report = await this.fetch(held ? this.waitSeconds : 0, this.fingerprint);
         if (!report || this.stopped) continue;
         this.fingerprint = report.fingerprint;
         await this.save(report);
+        const elapsed = Date.now() - startedAt;
+        if (held && elapsed < PHASE_SUMMARY_LIMITS.minPollIntervalMs) await this.pause(PHASE_SUMMARY_LIMITS.minPollIntervalMs - elapsed);
       } catch (err) {
         if (this.stopped || !this.session.isOpen) break;
         this.log.info({ err: (err as Error).message, code: (err as UplinkError).code }, 'cannot read phase state; retrying');
-        await new Promise<void>((resolve) => {
-          this.wakeRetry = resolve;
-          this.retryTimer = setTimeout(resolve, PHASE_SUMMARY_LIMITS.retryDelayMs);
-          this.retryTimer.unref();
-        });
-        clearTimeout(this.retryTimer);
-        this.wakeRetry = undefined;
+        await this.pause(PHASE_SUMMARY_LIMITS.retryDelayMs);
       }
     }
+  }
+
+  /** Wait `ms`, or less when kick() or stop() wakes the poller. */
+  private async pause(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.wakeRetry = resolve;
+      this.retryTimer = setTimeout(resolve, ms);
+      this.retryTimer.unref();
+    });
+    clearTimeout(this.retryTimer);
+    this.wakeRetry = undefined;
   }
 
   /** One request; undefined when it was cut short by `kick()`. */

@@ -68,11 +68,16 @@ export function parsePhasesRequest(spec: unknown): PhasesRequest {
   return { waitSeconds, ...(since !== undefined ? { since } : {}) };
 }
 
-/** Fingerprint of a state, ignoring `checkedAt` (which changes on every read). */
+/**
+ * Fingerprint of a state, ignoring when it was read: `checkedAt`, and that same time where
+ * a refusal reason quotes it ("... (checked 2026-05-01T14:00:00.000Z)"). Anything else that
+ * changes is a change the relay must see.
+ */
 export function fingerprintOf(mode: PhaseMode, phases: Record<Phase, ApprovalView>): string {
   const stable = PHASES.map((p) => {
-    const { checkedAt: _checkedAt, ...rest } = phases[p];
-    return [p, Object.keys(rest).sort().map((k) => [k, (rest as Record<string, unknown>)[k]])];
+    const { checkedAt, ...rest } = phases[p];
+    const fields: Record<string, unknown> = { ...rest, reason: rest.reason.split(checkedAt).join('') };
+    return [p, Object.keys(fields).sort().map((k) => [k, fields[k]])];
   });
   return createHash('sha256').update(JSON.stringify([mode, stable])).digest('hex').slice(0, 32);
 }

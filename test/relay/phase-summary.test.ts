@@ -94,3 +94,31 @@ t.test('the agent refuses malformed phase requests and answers a stale fingerpri
   t.equal(report.mode, 'local');
   t.match(report.fingerprint, /^[0-9a-f]{32}$/);
 });
+
+t.test('a held poll stays held: the state is read and stored once, not in a loop', async (t) => {
+  // Closed phases quote the time of the check in their reason; the fingerprint must not
+  // change with it, or the agent answers every held poll at once and the relay spins.
+  const relay = await startRelay(t, { config: { phases: { refreshIntervalSeconds: 300 } } });
+  const client = adminClient(t, relay);
+  const enrolled = await createAppliance(client, 'phases-c');
+  let stores = 0;
+  const original = relay.store.appliances.setPhaseSummary.bind(relay.store.appliances);
+  relay.store.appliances.setPhaseSummary = async (...args: Parameters<typeof original>) => {
+    stores++;
+    return original(...args);
+  };
+  await startAgent(t, relay, enrolled);
+  await waitFor(async () => (await phasesOf(client, 'phases-c')) !== null, 10_000, 'phase state stored on connect');
+  const before = (await phasesOf(client, 'phases-c'))!;
+  await new Promise((r) => setTimeout(r, 3000));
+  t.equal(stores, 1, 'one read on connect, then the poll is held');
+  t.equal((await phasesOf(client, 'phases-c'))!.at, before.at, 'the stored state was not rewritten');
+
+  const read = async () => JSON.parse((await agentRequest(relay, enrolled.applianceId, { waitSeconds: 0 })).body) as { fingerprint: string; phases: { deploy: { reason: string } } };
+  const a = await read();
+  await new Promise((r) => setTimeout(r, 20));
+  const b = await read();
+  t.match(a.phases.deploy.reason, /\(checked \d{4}-/, 'the reason quotes the time of the check');
+  t.not(a.phases.deploy.reason, b.phases.deploy.reason, 'so it differs between reads');
+  t.equal(a.fingerprint, b.fingerprint, 'but the fingerprint does not');
+});
