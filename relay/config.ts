@@ -63,7 +63,7 @@ export const relayConfigSchema = z.strictObject({
       /** Record keystrokes ("i" events) too: off by default, input holds typed passwords. */
       recordInput: z.boolean().default(false),
       /** Size of one stored chunk of asciicast text (session_chunks row). */
-      chunkBytes: z.number().int().min(1 * KiB).max(16 * MiB).default(64 * KiB),
+      chunkBytes: z.number().int().min(1 * KiB).max(16 * MiB).default(256 * KiB),
     })
     .prefault({}),
   shutdown: z.strictObject({ drainTimeoutMs: z.number().int().min(0).default(10_000) }).prefault({}),

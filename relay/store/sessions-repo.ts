@@ -1,14 +1,24 @@
 /**
- * Session recordings in the store (tables sessions and session_chunks, migration
- * 0002-operations). A recording is the asciicast v2 text cut into numbered chunks, so that
- * neither writing nor reading ever holds a whole session in memory.
+ * Session recordings in the store (tables sessions and session_chunks, migrations
+ * 0002-operations and 0004-recording-compression). A recording is the asciicast v2 text cut
+ * into numbered chunks, so that neither writing nor reading ever holds a whole session in
+ * memory. Chunks are stored gzip-compressed (level 1: asciicast JSON of bulk output shrinks
+ * tenfold or more, and the store, not the tunnel, was what bounded a recorded exec's speed);
+ * rows from before 0004 are 'identity' and read as they are.
  *
  * Lifecycle contract: `create` inserts the row with complete=false and a reason saying the
  * session is still running; only `finish` sets complete. A relay that dies mid-session
  * therefore leaves a row that reads incomplete, never one that looks whole.
  */
+import { promisify } from 'node:util';
+import { constants, gunzip, gzip } from 'node:zlib';
 import { UplinkError } from '../../shared/errors.js';
 import type { Db } from './db.js';
+
+const gzipAsync = promisify(gzip);
+const gunzipAsync = promisify(gunzip);
+/** Fastest gzip level: most of the gain on repetitive terminal text at a fraction of the CPU. */
+const CHUNK_GZIP = { level: constants.Z_BEST_SPEED };
 
 export const SESSIONS_REPO_DEFAULTS = Object.freeze({
   listDefaultLimit: 100,
@@ -85,11 +95,12 @@ export class SessionsRepo {
 
   /** Store chunk `seq` (from 0, no gaps) and add its size to the session's byte count. */
   async appendChunk(id: string, seq: number, data: Buffer): Promise<void> {
+    const packed = await gzipAsync(data, CHUNK_GZIP);
     await this.db.transaction(async (tx) => {
       // Sent as base64 text and decoded by the server: PGlite's JS serializer for bytea
       // parameters dominated the relay's CPU (a third of it, plus GC) while recording bulk
       // exec output; Node's base64 encoder is native.
-      await tx.query("INSERT INTO session_chunks (session_id, seq, data) VALUES ($1, $2, decode($3, 'base64'))", [id, seq, data.toString('base64')]);
+      await tx.query("INSERT INTO session_chunks (session_id, seq, data, encoding) VALUES ($1, $2, decode($3, 'base64'), 'gzip')", [id, seq, packed.toString('base64')]);
       await tx.query('UPDATE sessions SET bytes = bytes + $2 WHERE id = $1', [id, data.length]);
     });
   }
@@ -123,14 +134,15 @@ export class SessionsRepo {
     return (await this.db.query<Row>(`SELECT ${COLUMNS} FROM sessions ${where} ORDER BY started_at DESC, id LIMIT $${params.length}`, params)).rows.map(fromRow);
   }
 
-  /** The recording's chunks in order, fetched one row at a time. */
+  /** The recording's chunks in order (as written, decompressed), fetched one row at a time. */
   async *chunks(id: string): AsyncGenerator<Buffer> {
     let after = -1;
     for (;;) {
-      const row = (await this.db.query<{ seq: string | number; data: Uint8Array }>('SELECT seq, data FROM session_chunks WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT 1', [id, after])).rows[0];
+      const row = (await this.db.query<{ seq: string | number; data: Uint8Array; encoding: string }>('SELECT seq, data, encoding FROM session_chunks WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT 1', [id, after])).rows[0];
       if (!row) return;
       after = Number(row.seq);
-      yield Buffer.from(row.data.buffer, row.data.byteOffset, row.data.byteLength);
+      const data = Buffer.from(row.data.buffer, row.data.byteOffset, row.data.byteLength);
+      yield row.encoding === 'gzip' ? await gunzipAsync(data) : data;
     }
   }
 }
