@@ -18,6 +18,11 @@ export interface AgentIdentity {
   createdAt: string;
   /** Set once the relay accepted the enrollment. */
   enrolledAt: string | null;
+  /**
+   * The appliance name, learned from the relay at enrollment and pinned: release bindings are
+   * checked against it (agent/appliance-name.ts). Absent in identities enrolled before.
+   */
+  applianceName?: string;
 }
 
 export function identityPath(stateDir: string): string {

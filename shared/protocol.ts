@@ -37,6 +37,8 @@ export const AGENT_PATHS = {
   deployRun: '/v1/deploy/run',
   deployStatus: '/v1/deploy/status',
   deployCancel: '/v1/deploy/cancel',
+  /** The relay announces the appliance name after each handshake; the agent pins it (agent/appliance-name.ts). */
+  applianceName: '/v1/appliance-name',
   telemetryPull: '/v1/telemetry/pull',
   telemetryAck: '/v1/telemetry/ack',
 } as const;

@@ -1,6 +1,7 @@
 /**
- * Tunnel handlers for deployments (AGENT_PATHS.deployRun, deployStatus, deployCancel) and
- * the agent capability that registers them.
+ * Tunnel handlers for deployments (AGENT_PATHS.deployRun, deployStatus, deployCancel, and
+ * applianceName: the name releases are bound to, pinned at enrollment) and the agent
+ * capability that registers them.
  *
  * Wire format (relay → agent): a JSON request body, bounded by `deploy.maxRequestBytes`.
  * Answer: an error status + {code, message} when refused, else 200 with NDJSON events:
@@ -14,6 +15,7 @@ import type { ServerHttp2Stream } from 'node:http2';
 import { UplinkError } from '../../shared/errors.js';
 import { AGENT_PATHS } from '../../shared/protocol.js';
 import type { Agent } from '../agent.js';
+import { PinnedApplianceName, applianceNameHandler } from '../appliance-name.js';
 import type { AgentCapability } from '../capabilities.js';
 import { DeployService, type RunRequest, type StoredResult } from './deploy-service.js';
 
@@ -145,6 +147,8 @@ export function deployCapability(): AgentCapability {
   return {
     name: 'deploy',
     async start(agent: Agent) {
+      const enrolledBefore = agent.identity.enrolledAt !== null && agent.identity.enrolledAt !== 'unconfirmed';
+      const applianceName = new PinnedApplianceName(agent.cfg.stateDir, agent.identity, enrolledBefore, agent.log.child({ component: 'appliance-name' }));
       const svc = new DeployService({
         stateDir: agent.cfg.stateDir,
         pinnedKeys: agent.cfg.releaseKeys,
@@ -153,14 +157,17 @@ export function deployCapability(): AgentCapability {
         phases: () => agent.phases,
         audit: () => agent.audit,
         applianceId: () => agent.identity.applianceId,
+        applianceName,
         log: agent.log.child({ component: 'deploy' }),
       });
       service = svc;
       await svc.recover();
+      agent.tunnel.handle(AGENT_PATHS.applianceName, applianceNameHandler(applianceName, agent.identity.applianceId));
       const limit = agent.cfg.deploy.maxRequestBytes;
       agent.tunnel.handle(AGENT_PATHS.deployRun, async (stream, ctx) => {
+        const received = performance.now();
         const req = parseRunRequest(await readBody(stream, limit));
-        await svc.start(req, { actor: ctx.actor, requestId: ctx.requestId });
+        await svc.start(req, { actor: ctx.actor, requestId: ctx.requestId, receiveMs: Math.round((performance.now() - received) * 10) / 10 });
         respondNdjson(stream);
         await pumpEvents(svc, stream, req.id, 0);
       });

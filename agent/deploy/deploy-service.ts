@@ -9,6 +9,8 @@
  * <stateDir>/deploy/last-applied.json for the downgrade check.
  *
  * Contracts:
+ * - a release's appliance binding is checked against the name pinned at enrollment; a
+ *   request naming another appliance is refused (UPLINK_ERR_APPLIANCE_NAME_MISMATCH);
  * - nothing is extracted or run before verifyRelease accepted the release and the customer's
  *   Deploy approval opened a phase session (both refusals are audited);
  * - a closed request stream never stops a deployment: the relay restarting is not a cancel;
@@ -18,11 +20,12 @@
  */
 import { EventEmitter } from 'node:events';
 import { appendFileSync, mkdirSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UplinkError, toUplinkError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { PinnedReleaseKey } from '../../shared/release/release-key.js';
+import type { PinnedApplianceName } from '../appliance-name.js';
 import type { AgentAuditLog } from '../audit-log.js';
 import type { PhaseAccess } from '../phases/credentials.js';
 import { DEPLOYMENT_ID_PATTERN, type DeployAction } from './deploy-journal.js';
@@ -30,12 +33,15 @@ import { extractRelease } from './extract.js';
 import { TerraformRunner, type DeployCredentials, type DeploymentResult } from './terraform-runner.js';
 import { verifyRelease, type AppliedRelease } from './verify-release.js';
 
+/** Starts each line the agent itself adds to a deployment's log (crash recovery). */
+export const RECOVERY_PREFIX = '[uplink-agent]';
+
 /** What the relay sends to start a deployment (already decoded from the request body). */
 export interface RunRequest {
   id: string;
   action: DeployAction;
   allowDowngrade: boolean;
-  /** The appliance name releases are bound to. */
+  /** The appliance name as the relay states it; it must equal the pinned one (appliance-name.ts). */
   appliance: string;
   /** Becomes TF_VAR_instance_id. */
   instanceId: string;
@@ -59,6 +65,8 @@ export interface DeployServiceOptions {
   phases: () => PhaseAccess;
   audit: () => AgentAuditLog;
   applianceId: () => string;
+  /** The name pinned at enrollment: release bindings are checked against it, not the request's. */
+  applianceName: PinnedApplianceName;
   log: Logger;
 }
 
@@ -92,9 +100,14 @@ export class DeployService {
    * that in their result.json so the relay learns it when it asks, then acknowledge.
    */
   async recover(): Promise<string[]> {
-    const entries = await this.runner.recover(this.opts.log);
+    const notes = new Map<string, string[]>();
+    const entries = await this.runner.recover(this.opts.log, (id, text) => notes.set(id, [...(notes.get(id) ?? []), text]));
     for (const e of entries) {
       if (!(await this.result(e.deploymentId))) {
+        // Appended before result.json: a follower reads these lines, then the outcome.
+        const lines = [`the agent stopped during ${e.phase === 'starting' ? 'the start' : `terraform ${e.phase}`} (started ${e.startedAt}); this deployment is interrupted, never succeeded`, ...(notes.get(e.deploymentId) ?? [])];
+        await mkdir(this.dir(e.deploymentId), { recursive: true, mode: 0o700 });
+        await appendFile(this.logPath(e.deploymentId), `\n${lines.map((l) => `${RECOVERY_PREFIX} ${l}\n`).join('')}`, { mode: 0o600 });
         await this.writeResult({ id: e.deploymentId, status: 'interrupted', outputs: null, error: { code: 'UPLINK_ERR_DEPLOY_INTERRUPTED', message: `the agent stopped during ${e.phase}` } });
       }
       await this.opts.audit().append({ actor: 'agent', appliance: this.opts.applianceId(), operation: `deploy.${e.action}`, phase: 'deploy', requestId: e.deploymentId, outcome: 'error', end: new Date(), detail: { status: 'interrupted', step: e.phase } }).catch(() => {});
@@ -135,7 +148,7 @@ export class DeployService {
    * Verify, open the Deploy phase session, extract and start. Resolves once terraform was
    * started (or throws the refusal); the outcome arrives via `events` and result.json.
    */
-  async start(req: RunRequest, ctx: { actor: string; requestId: string }): Promise<void> {
+  async start(req: RunRequest, ctx: { actor: string; requestId: string; receiveMs?: number }): Promise<void> {
     if (!DEPLOYMENT_ID_PATTERN.test(req.id)) throw new UplinkError('UPLINK_ERR_BAD_REQUEST', 'deployment id is malformed');
     if (this.active) throw new UplinkError('UPLINK_ERR_DEPLOY_BUSY', `deployment ${this.active.id} is running; one deployment runs at a time`);
     if ((await this.known(req.id)) || (await this.result(req.id))) throw new UplinkError('UPLINK_ERR_CONFLICT', `deployment ${req.id} was already started on this agent`);
@@ -153,10 +166,12 @@ export class DeployService {
     this.active = placeholder;
     try {
       // A plan changes nothing, so it is not held to version order.
+      const t0 = performance.now();
       const lastApplied = req.action === 'plan' ? null : await this.lastApplied();
       let verified;
       try {
-        verified = verifyRelease(req.release, { pinnedKeys: this.opts.pinnedKeys, appliance: req.appliance, lastApplied });
+        const appliance = this.opts.applianceName.resolve(req.appliance, 'deploy request');
+        verified = verifyRelease(req.release, { pinnedKeys: this.opts.pinnedKeys, appliance, lastApplied });
         if (verified.downgrade && !req.allowDowngrade) {
           throw new UplinkError('UPLINK_ERR_RELEASE_DOWNGRADE', `release ${verified.manifest.version} is not newer than the applied ${lastApplied?.version}; deploy it with --allow-downgrade`, {
             details: { version: verified.manifest.version, applied: lastApplied?.version ?? null, reason: 'not-confirmed' },
@@ -165,6 +180,7 @@ export class DeployService {
       } catch (err) {
         return await refuse(err, 'denied');
       }
+      const t1 = performance.now();
       let session;
       try {
         session = await this.opts.phases().open({ phase: 'deploy', actor: ctx.actor, requestId: ctx.requestId, operation });
@@ -173,11 +189,13 @@ export class DeployService {
       }
       let credentials: DeployCredentials | null = null;
       let workDir: string;
+      let t2 = t1;
       try {
         if (session.mode === 'aws') {
           const c = await session.awsCredentials()();
           credentials = { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey, ...(c.sessionToken ? { sessionToken: c.sessionToken } : {}), ...(this.opts.region ? { region: this.opts.region } : {}) };
         }
+        t2 = performance.now();
         await mkdir(this.dir(req.id), { recursive: true, mode: 0o700 });
         await writeFile(this.logPath(req.id), '', { mode: 0o600 });
         const parentDir = join(this.opts.stateDir, 'deploy', 'work');
@@ -187,7 +205,14 @@ export class DeployService {
         await session.close();
         return await refuse(err, 'error');
       }
+      const t3 = performance.now();
       await this.opts.audit().append({ ...auditBase, outcome: 'started', detail: { version: verified.manifest.version, keyId: verified.keyId, phaseMode: session.mode } });
+      // The marker for "the agent hands over to terraform", with where the time went before it.
+      const ms = (a: number, b: number) => Math.round((b - a) * 10) / 10;
+      this.opts.log.info(
+        { deployment: req.id, version: verified.manifest.version, archiveBytes: verified.archive.length, ms: { receive: ctx.receiveMs ?? null, verify: ms(t0, t1), phase: ms(t1, t2), extract: ms(t2, t3) } },
+        'release verified and extracted; starting terraform',
+      );
       const logFile = this.logPath(req.id);
       mkdirSync(this.dir(req.id), { recursive: true });
       const run = this.runner.start({

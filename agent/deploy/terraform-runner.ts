@@ -239,21 +239,35 @@ export class TerraformRunner implements RunContext {
 
   /**
    * Crash recovery, run before every deployment: report interrupted runs, stop a terraform
-   * one left behind, and clear the stale local lock file it leaves.
+   * one left behind, and clear the stale local lock file it leaves. `note` receives, per
+   * interrupted deployment, one sentence for each thing done about it (for its own log).
    */
-  async recover(log: Logger): Promise<JournalEntry[]> {
+  async recover(log: Logger, note: (deploymentId: string, text: string) => void = () => {}): Promise<JournalEntry[]> {
     const interrupted = await this.journal.recoverInterrupted();
     if (interrupted.length === 0) return interrupted;
-    for (const entry of interrupted) await this.stopOrphan(entry, log);
-    if (interrupted.some((e) => e.stateMode === 'local')) {
+    for (const entry of interrupted) {
+      if (await this.stopOrphan(entry, log)) {
+        note(entry.deploymentId, `its terraform process (pid ${entry.toolPid}, step ${entry.phase}) was still running and has been stopped: SIGINT, then SIGKILL to its process group`);
+      }
+    }
+    const local = interrupted.filter((e) => e.stateMode === 'local');
+    if (local.length > 0) {
       const lockInfo = join(this.stateDir, 'deploy', 'state', '.terraform.tfstate.lock.info');
       const info = await readFile(lockInfo, 'utf8').catch(() => null);
       if (info !== null) {
         await unlink(lockInfo);
+        const lock = safeJson(info);
         log.warn(
-          { lockInfo, lock: safeJson(info), interrupted: interrupted.map((e) => e.deploymentId) },
+          { lockInfo, lock, interrupted: interrupted.map((e) => e.deploymentId) },
           'removed a stale state lock: the deployment holding it was interrupted and its terraform process is gone',
         );
+        const id = lock && typeof lock === 'object' && typeof (lock as { ID?: unknown }).ID === 'string' ? ` ${(lock as { ID: string }).ID}` : '';
+        for (const e of local) {
+          note(
+            e.deploymentId,
+            `removed the stale state lock${id} (${lockInfo}) it left: terraform's lock on the local state is a file lock held by its process, and that process is gone, so no run holds it any more; the next deployment starts from the state as last saved`,
+          );
+        }
       }
     }
     return interrupted;
@@ -262,18 +276,19 @@ export class TerraformRunner implements RunContext {
   /**
    * A terraform started by a crashed agent may still run (it has its own process group).
    * Identify it by its working directory (a unique mkdtemp path) so a reused pid is never
-   * signalled, then stop it the way cancel does.
+   * signalled, then stop it the way cancel does. True when one was found and stopped.
    */
-  private async stopOrphan(entry: JournalEntry, log: Logger): Promise<void> {
+  private async stopOrphan(entry: JournalEntry, log: Logger): Promise<boolean> {
     const pid = entry.toolPid;
-    if (!pid || pid === process.pid) return;
-    if (!(await runsIn(pid, entry.workDir))) return;
+    if (!pid || pid === process.pid) return false;
+    if (!(await runsIn(pid, entry.workDir))) return false;
     log.warn({ pid, interrupted: entry.deploymentId, phase: entry.phase }, 'stopping the terraform process left running by an interrupted deployment');
     signal(pid, 'SIGINT');
     const deadline = Date.now() + this.orphanGraceMs;
     while (Date.now() < deadline && (await runsIn(pid, entry.workDir))) await sleep(ORPHAN_POLL_MS);
     signal(-pid, 'SIGKILL');
     while (await runsIn(pid, entry.workDir)) await sleep(ORPHAN_POLL_MS);
+    return true;
   }
 }
 

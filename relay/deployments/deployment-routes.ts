@@ -18,6 +18,7 @@ import { createHash } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { UplinkError } from '../../shared/errors.js';
 import { checkManifestShape } from '../../shared/release/manifest.js';
+import type { AgentSession } from '../agent-session.js';
 import { ApiAuthenticator } from '../api-auth.js';
 import type { ApiContext } from '../api-routes.js';
 import type { RelayCapability } from '../capabilities.js';
@@ -25,6 +26,7 @@ import { readJsonBody, sendJson, type Route } from '../http-util.js';
 import type { Relay } from '../server.js';
 import { AuditRepo } from '../store/audit-repo.js';
 import { DeploymentsRepo, FINAL_STATUSES, type Deployment, type ReleaseRow } from './deployments-repo.js';
+import { announceApplianceName } from './appliance-name-announce.js';
 import { DeploymentScheduler } from './scheduler.js';
 
 /** Chunks read from the store per round trip when serving logs. */
@@ -209,18 +211,23 @@ export function buildDeploymentRoutes(relay: Relay, repo: DeploymentsRepo, sched
   ];
 }
 
-/** The relay capability: store repo, scheduler, routes. */
+/** The relay capability: store repo, scheduler, routes, and the name announcement on connect. */
 export function deploymentsCapability(): RelayCapability {
   let scheduler: DeploymentScheduler | undefined;
+  let stopAnnouncing = (): void => {};
   return {
     name: 'deployments',
     start(relay: Relay) {
       const repo = new DeploymentsRepo(relay.store.db);
       scheduler = new DeploymentScheduler(relay, repo, new AuditRepo(relay.store.db));
       relay.extensions.routes.push(...buildDeploymentRoutes(relay, repo, scheduler));
+      const announce = (s: AgentSession) => void announceApplianceName(s, relay.log);
+      relay.agentEvents.on('connected', announce);
+      stopAnnouncing = () => relay.agentEvents.off('connected', announce);
       scheduler.start();
     },
     stop() {
+      stopAnnouncing();
       scheduler?.stop();
     },
   };

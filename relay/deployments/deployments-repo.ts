@@ -118,10 +118,16 @@ export class DeploymentsRepo {
     return r.rows[0] ? releaseFromRow(r.rows[0]) : undefined;
   }
 
-  async releaseArchive(id: string): Promise<Buffer> {
-    const r = await this.db.query<{ archive: unknown }>('SELECT archive FROM releases WHERE id = $1', [id]);
+  /**
+   * The archive as base64, which is how the deploy request carries it. Encoded by the
+   * database: reading a large bytea is slow (PGlite parses its hex text form in JavaScript:
+   * about 2.5 s for 10 MiB, against about 0.1 s for this). PostgreSQL wraps base64 at 76
+   * characters; the line breaks are removed here.
+   */
+  async releaseArchiveBase64(id: string): Promise<string> {
+    const r = await this.db.query<{ b64: string }>(`SELECT encode(archive, 'base64') AS b64 FROM releases WHERE id = $1`, [id]);
     if (!r.rows[0]) throw new UplinkError('UPLINK_ERR_NOT_FOUND', `no release ${id}`);
-    return toBuffer(r.rows[0].archive);
+    return r.rows[0].b64.replaceAll('\n', '');
   }
 
   async createDeployment(input: { applianceId: string; releaseId: string; action: DeployAction; allowDowngrade: boolean; createdBy: string }): Promise<Deployment> {

@@ -123,7 +123,7 @@ export class DeploymentScheduler {
       await this.finish(d, 'failed', null, { code: 'UPLINK_ERR_NOT_FOUND', message: 'the appliance or release no longer exists' });
       return;
     }
-    const archive = await this.repo.releaseArchive(release.id);
+    const archive = await this.repo.releaseArchiveBase64(release.id);
     await this.record(d, appliance.name, 'deploy.start', 'started', { version: d.version, action: d.action });
     this.attach(d, AGENT_PATHS.deployRun, {
       id: d.id,
@@ -131,7 +131,7 @@ export class DeploymentScheduler {
       allowDowngrade: d.allowDowngrade,
       appliance: appliance.name,
       instanceId: appliance.instanceId,
-      release: { manifest: release.manifest, signature: release.signature, archive: archive.toString('base64') },
+      release: { manifest: release.manifest, signature: release.signature, archive },
     });
   }
 

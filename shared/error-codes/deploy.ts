@@ -9,6 +9,7 @@ export const DEPLOY_CODES = {
   UPLINK_ERR_RELEASE_UNKNOWN_KEY: { status: 403, summary: "The release was signed by a key that is not pinned in the agent's config." },
   UPLINK_ERR_RELEASE_BAD_SIGNATURE: { status: 403, summary: 'The release manifest signature does not verify.' },
   UPLINK_ERR_RELEASE_WRONG_APPLIANCE: { status: 403, summary: 'The release is bound to another appliance.' },
+  UPLINK_ERR_APPLIANCE_NAME_MISMATCH: { status: 403, summary: "The relay named the appliance differently from the name the agent pinned at enrollment." },
   UPLINK_ERR_RELEASE_DIGEST_MISMATCH: { status: 422, summary: 'The archive or a file in it does not match the signed manifest.' },
   UPLINK_ERR_RELEASE_DOWNGRADE: { status: 409, summary: 'The release is not newer than the version last applied.' },
   UPLINK_ERR_RELEASE_UNSAFE_PATH: { status: 422, summary: 'An archive entry has an absolute, parent-relative or otherwise unsafe path.' },

@@ -48,10 +48,10 @@ export async function startRelayProcess(t: Test, opts: { databaseUrl?: string; c
   return { ...p, url };
 }
 
-/** `uplink-agent run` against `relayUrl`. */
-export function startAgentProcess(t: Test, relayUrl: string, enrollmentToken: string, config: Record<string, unknown> = {}): Proc & { stateDir: string } {
+/** `uplink-agent run` against `relayUrl`; `opts.stateDir` restarts an agent on an existing state dir. */
+export function startAgentProcess(t: Test, relayUrl: string, enrollmentToken: string, config: Record<string, unknown> = {}, opts: { stateDir?: string } = {}): Proc & { stateDir: string } {
   const dir = tempDir(t, 'uplink-agentproc-');
-  const stateDir = join(dir, 'state');
+  const stateDir = opts.stateDir ?? join(dir, 'state');
   mkdirSync(stateDir, { recursive: true });
   const cfgFile = join(dir, 'agent.json');
   writeFileSync(cfgFile, JSON.stringify(config));
