@@ -8,7 +8,8 @@ import { X509Certificate, createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import type { PeerCertificate } from 'node:tls';
-import { WebSocket, createWebSocketStream } from 'ws';
+import { WebSocket } from 'ws';
+import { webSocketStream } from '../shared/ws-stream.js';
 import { UplinkError, errorFromBody, isUplinkError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { CLOSE_CODES, HANDSHAKE_HEADERS as H, PATHS, PROTOCOL_VERSION } from '../shared/protocol.js';
@@ -182,7 +183,7 @@ export class RelayConnection extends EventEmitter {
     this.status.connected = true;
     this.status.since = new Date().toISOString();
     this.log.info({ relay: this.relayHost, heartbeatMs: this.heartbeatMs }, 'connected to relay');
-    const duplex = createWebSocketStream(ws);
+    const duplex = webSocketStream(ws);
     duplex.on('error', () => {});
     this.tunnel.serve(duplex);
     this.armWatchdog();

@@ -51,7 +51,7 @@ export class TunnelServer {
   ) {
     this.server = http2.createServer({
       maxSessionMemory: opts.h2SessionMemoryMiB,
-      settings: { maxConcurrentStreams: opts.maxConcurrentStreams, enablePush: false, initialWindowSize: H2_WINDOWS.streamBytes },
+      settings: { maxConcurrentStreams: opts.maxConcurrentStreams, enablePush: false, initialWindowSize: H2_WINDOWS.streamBytes, maxFrameSize: H2_WINDOWS.maxFrameBytes },
     });
     this.server.on('stream', (stream, headers) => this.route(stream, headers));
     this.server.on('session', (session) => {

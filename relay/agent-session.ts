@@ -6,7 +6,8 @@
  * the session is still authorised (not revoked, not draining) and under its stream limit.
  */
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
-import { createWebSocketStream, type WebSocket } from 'ws';
+import type { WebSocket } from 'ws';
+import { webSocketStream } from '../shared/ws-stream.js';
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
@@ -56,7 +57,7 @@ export class AgentSession {
     log: Logger,
     private readonly metrics: RelayMetrics,
   ) {
-    this.duplex = createWebSocketStream(ws);
+    this.duplex = webSocketStream(ws);
     this.socket = (ws as unknown as { _socket?: Socket })._socket;
     ws.on('pong', () => {
       this.lastPongAt = Date.now();
@@ -66,7 +67,7 @@ export class AgentSession {
     this.h2 = http2.connect('http://agent.uplink.invalid', {
       createConnection: () => this.duplex,
       maxSessionMemory: opts.h2SessionMemoryMiB,
-      settings: { enablePush: false, initialWindowSize: H2_WINDOWS.streamBytes },
+      settings: { enablePush: false, initialWindowSize: H2_WINDOWS.streamBytes, maxFrameSize: H2_WINDOWS.maxFrameBytes },
     });
     this.h2.once('connect', () => {
       if (!this.h2.destroyed) this.h2.setLocalWindowSize(H2_WINDOWS.connectionBytes);

@@ -12,8 +12,9 @@
 import type { IncomingMessage } from 'node:http';
 import http2, { type ClientHttp2Stream, type IncomingHttpHeaders as H2Headers } from 'node:http2';
 import { randomUUID } from 'node:crypto';
-import type { Duplex } from 'node:stream';
-import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
+import { Transform, type Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { webSocketStream } from '../shared/ws-stream.js';
 import { UplinkError, errorFromBody, toUplinkError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { OP_HEADERS } from '../shared/protocol.js';
@@ -43,8 +44,13 @@ export interface OpStartInfo {
 /** Optional observer of a running operation (recordings, audit). */
 export interface OpTap {
   onStart?(info: OpStartInfo): void;
-  /** Bytes relay→CLI (agent output), as they pass. */
-  onAgentData?(chunk: Buffer): void;
+  /**
+   * Bytes relay→CLI (agent output), as they pass. A promise holds the agent's output (and,
+   * through HTTP/2 flow control, the remote process) until it settles: a tap that cannot
+   * keep up, such as a recording waiting on the store, slows the session instead of
+   * buffering it.
+   */
+  onAgentData?(chunk: Buffer): Promise<void> | void;
   /** Bytes CLI→agent, as they pass. */
   onClientData?(chunk: Buffer): void;
   onEnd?(outcome: { error?: UplinkError; bytesIn: number; bytesOut: number }): void;
@@ -168,7 +174,7 @@ export class OpsBridge {
   }
 
   private bridge(ws: WebSocket, stream: ClientHttp2Stream, info: OpStartInfo, log: Logger): void {
-    const client = createWebSocketStream(ws);
+    const client = webSocketStream(ws);
     const taps = this.taps.map((f) => f(info)).filter((t): t is OpTap => t !== undefined);
     for (const t of taps) t.onStart?.(info);
     let bytesIn = 0;
@@ -180,9 +186,17 @@ export class OpsBridge {
       for (const t of taps) t.onEnd?.({ ...(err ? { error: err } : {}), bytesIn, bytesOut });
       log.info({ bytesFromAgent: bytesIn, bytesToAgent: bytesOut, ...(err ? { code: err.code } : {}) }, 'operation ended');
     };
-    stream.on('data', (chunk: Buffer) => {
-      bytesIn += chunk.length;
-      for (const t of taps) t.onAgentData?.(chunk);
+    const fromAgent = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        bytesIn += chunk.length;
+        const waits: Promise<void>[] = [];
+        for (const t of taps) {
+          const w = t.onAgentData?.(chunk);
+          if (w) waits.push(w);
+        }
+        if (waits.length === 0) done(null, chunk);
+        else void Promise.allSettled(waits).then(() => done(null, chunk));
+      },
     });
     client.on('data', (chunk: Buffer) => {
       bytesOut += chunk.length;
@@ -190,9 +204,9 @@ export class OpsBridge {
     });
     // pipe() gives backpressure both ways: a slow CLI pauses the agent's stream (HTTP/2 flow
     // control then pauses the process), a slow agent pauses the CLI's WebSocket.
-    stream.pipe(client);
+    stream.pipe(fromAgent).pipe(client);
     client.pipe(stream);
-    stream.on('end', () => client.end());
+    // The end travels the pipe: the client's side ends after the last chunk passed the taps.
     stream.on('error', (err) => {
       log.debug({ err: err.message }, 'agent stream error');
       client.destroy();

@@ -22,6 +22,12 @@ export const PATHS = {
 export const H2_WINDOWS = {
   streamBytes: 1024 * 1024,
   connectionBytes: 16 * 1024 * 1024,
+  /**
+   * Largest DATA frame either side accepts (HTTP/2 default 16 KiB). Bigger frames mean fewer
+   * headers, events and WebSocket messages per byte of bulk output; 64 KiB keeps a keystroke
+   * queued behind one frame of a saturating transfer to well under a millisecond.
+   */
+  maxFrameBytes: 64 * 1024,
 } as const;
 
 /** Paths the relay requests on the agent, over HTTP/2 inside the tunnel. */

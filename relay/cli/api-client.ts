@@ -7,7 +7,8 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Agent, request } from 'undici';
-import { WebSocket, createWebSocketStream } from 'ws';
+import { WebSocket } from 'ws';
+import { webSocketStream } from '../../shared/ws-stream.js';
 import { UplinkError, errorFromBody } from '../../shared/errors.js';
 import { OP_HEADERS, encodeSpec } from '../../shared/protocol.js';
 import type { ClientConfig } from './client-config.js';
@@ -89,7 +90,7 @@ export class ApiClient {
       });
       if (opts.onHeaders) ws.once('upgrade', (res: IncomingMessage) => opts.onHeaders!(res.headers));
       ws.once('open', () => {
-        const duplex = createWebSocketStream(ws);
+        const duplex = webSocketStream(ws);
         resolve(duplex);
       });
       ws.once('unexpected-response', (_req, res: IncomingMessage) => {

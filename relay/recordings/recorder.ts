@@ -84,6 +84,7 @@ class Recording implements OpTap {
   private readonly created: Promise<void>;
   private readonly fromAgent: FrameDecoder;
   private readonly fromClient: FrameDecoder;
+  private readonly sink: ChunkSink;
   private exitCode: number | null = null;
   private exitSeen = false;
   private broken: string | undefined;
@@ -104,6 +105,7 @@ class Recording implements OpTap {
     this.created = repo.create({ id: this.id, applianceId: info.applianceId, kind, actor: info.token.name, requestId: info.requestId, width: cols, height: rows, startedAt: new Date() });
     this.created.catch(() => {}); // observed through the sink
     const sink = new ChunkSink(repo, this.id, this.created, cfg.chunkBytes);
+    this.sink = sink;
     this.writer = new AsciicastWriter(sink, {
       width: cols,
       height: rows,
@@ -118,8 +120,23 @@ class Recording implements OpTap {
     this.fromClient.on('error', (err) => (this.broken ??= `unreadable client frames: ${err.message}`));
   }
 
-  onAgentData(chunk: Buffer): void {
-    if (!this.ended && !this.fromAgent.destroyed) this.fromAgent.write(chunk);
+  /** Mirror the agent's output; while the store is behind, hold the session until it caught up. */
+  onAgentData(chunk: Buffer): Promise<void> | void {
+    if (this.ended || this.fromAgent.destroyed) return undefined;
+    this.fromAgent.write(chunk);
+    return this.sink.writableNeedDrain ? this.sinkDrained() : undefined;
+  }
+
+  /** Resolves on 'drain', or when the sink can no longer drain (ended, failed, destroyed). */
+  private sinkDrained(): Promise<void> {
+    const sink = this.sink;
+    return new Promise((resolve) => {
+      const done = (): void => {
+        sink.off('drain', done).off('close', done).off('error', done).off('finish', done);
+        resolve();
+      };
+      sink.on('drain', done).on('close', done).on('error', done).on('finish', done);
+    });
   }
 
   onClientData(chunk: Buffer): void {

@@ -1,0 +1,125 @@
+/**
+ * shared/ws-stream.ts against real WebSockets on loopback: a write's buffers become one
+ * message, writes to a closing WebSocket succeed exactly once and go nowhere, what arrived
+ * before the close is still read, a reader that stops reading pauses the socket, and
+ * HTTP/2 runs over it both ways.
+ */
+import t, { type Test } from 'tap';
+import http2 from 'node:http2';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { WebSocket, WebSocketServer } from 'ws';
+import { webSocketStream } from '../../shared/ws-stream.js';
+
+async function pair(t: Test): Promise<{ client: WebSocket; server: WebSocket }> {
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false });
+  await once(wss, 'listening');
+  t.teardown(() => new Promise<void>((r) => wss.close(() => r())));
+  const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`, { perMessageDeflate: false });
+  const [server] = (await once(wss, 'connection')) as [WebSocket];
+  if (client.readyState !== client.OPEN) await once(client, 'open');
+  t.teardown(() => { client.terminate(); server.terminate(); });
+  return { client, server };
+}
+
+t.test('the buffers of one corked write become one message', async (t) => {
+  const { client, server } = await pair(t);
+  const got: Buffer[] = [];
+  server.on('message', (m: Buffer) => got.push(m));
+  const d = webSocketStream(client);
+  d.cork();
+  d.write(Buffer.from('frame-header:'));
+  d.write(Buffer.from('payload'));
+  d.uncork();
+  d.write(Buffer.from('second'));
+  await new Promise((r) => setTimeout(r, 100));
+  t.same(got.map((b) => b.toString()), ['frame-header:payload', 'second']);
+});
+
+t.test('writes after the WebSocket closed succeed once each and send nothing', async (t) => {
+  const { client, server } = await pair(t);
+  const d = webSocketStream(client);
+  d.on('error', (err) => t.fail(`no error expected: ${err.message}`));
+  client.close();
+  await once(client, 'close');
+  const results: unknown[] = [];
+  d.cork();
+  d.write(Buffer.from('a'), (err) => results.push(err ?? 'ok'));
+  d.write(Buffer.from('b'), (err) => results.push(err ?? 'ok'));
+  d.uncork();
+  await new Promise((r) => setTimeout(r, 50));
+  t.same(results, ['ok', 'ok'], 'one success per write, no error');
+  t.equal(server.readyState === server.OPEN, false);
+});
+
+t.test('data received before the close is read in full, even when the reader was paused', async (t) => {
+  const { client, server } = await pair(t);
+  const d = webSocketStream(client);
+  d.pause();
+  for (let i = 0; i < 50; i++) server.send(Buffer.alloc(10_000, i));
+  server.close();
+  // The paused socket holds the close frame behind the data, as it should.
+  await new Promise((r) => setTimeout(r, 100));
+  let n = 0;
+  d.on('data', (c: Buffer) => (n += c.length));
+  const closed = once(d, 'close');
+  d.resume();
+  await once(d, 'end');
+  t.equal(n, 500_000, 'nothing lost');
+  await closed;
+  t.pass('closed after the end was read');
+});
+
+t.test('a reader that stops reading pauses the WebSocket; reading again resumes it', async (t) => {
+  const { client, server } = await pair(t);
+  const d = webSocketStream(client);
+  d.pause();
+  // More than the readable buffer holds: push() says stop, the socket is paused.
+  for (let i = 0; i < 10; i++) server.send(Buffer.alloc(64 * 1024));
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(client.isPaused, true, 'paused');
+  let n = 0;
+  d.on('data', (c: Buffer) => (n += c.length));
+  d.resume();
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(client.isPaused, false, 'resumed');
+  t.equal(n, 10 * 64 * 1024);
+});
+
+t.test('HTTP/2 runs over it: a 20 MB response and a request body arrive intact', async (t) => {
+  const { client, server } = await pair(t);
+  const h2server = http2.createServer();
+  h2server.on('stream', (stream) => {
+    const parts: Buffer[] = [];
+    stream.on('data', (c: Buffer) => parts.push(c));
+    stream.on('end', () => {
+      stream.respond({ ':status': 200, 'x-got': String(Buffer.concat(parts).length) });
+      const chunk = Buffer.alloc(1 << 20, 7);
+      let left = 20;
+      const pump = (): void => {
+        while (left > 0) {
+          left--;
+          if (!stream.write(chunk)) return void stream.once('drain', pump);
+        }
+        stream.end();
+      };
+      pump();
+    });
+  });
+  h2server.emit('connection', webSocketStream(client));
+  const session = http2.connect('http://tunnel.invalid', { createConnection: () => webSocketStream(server) as never });
+  t.teardown(() => session.destroy());
+  const req = session.request({ ':method': 'POST', ':path': '/' });
+  req.end(Buffer.alloc(3_000_000, 1));
+  const [headers] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
+  t.equal(headers['x-got'], '3000000');
+  let n = 0;
+  let bad = false;
+  req.on('data', (c: Buffer) => {
+    n += c.length;
+    if (c.some((b) => b !== 7)) bad = true;
+  });
+  await once(req, 'end');
+  t.equal(n, 20 << 20);
+  t.equal(bad, false, 'every byte as sent');
+});
