@@ -12,11 +12,13 @@ export interface RelayProc {
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 
-export async function startRelayProcess(opts: { dir: string; port?: number; token: string; databaseUrl?: string; config?: Record<string, unknown> }): Promise<RelayProc> {
+/** `tls`: serve HTTPS with this certificate instead of --insecure-http; `nodeArgs` go before the script (e.g. --cpu-prof). */
+export async function startRelayProcess(opts: { dir: string; port?: number; token: string; databaseUrl?: string; config?: Record<string, unknown>; tls?: { certFile: string; keyFile: string }; nodeArgs?: string[] }): Promise<RelayProc> {
   mkdirSync(opts.dir, { recursive: true });
   const cfgPath = join(opts.dir, 'relay-config.json');
   writeFileSync(cfgPath, JSON.stringify({ limits: { maxAgents: 20000 }, ...opts.config }));
-  const args = [join(ROOT, 'dist/relay/main.js'), 'serve', '--listen', `127.0.0.1:${opts.port ?? 0}`, '--insecure-http', '--config', cfgPath];
+  const transport = opts.tls ? ['--tls-cert', opts.tls.certFile, '--tls-key', opts.tls.keyFile] : ['--insecure-http'];
+  const args = [...(opts.nodeArgs ?? []), join(ROOT, 'dist/relay/main.js'), 'serve', '--listen', `127.0.0.1:${opts.port ?? 0}`, ...transport, '--config', cfgPath];
   if (opts.databaseUrl) args.push('--database-url', opts.databaseUrl);
   else args.push('--data-dir', join(opts.dir, 'relay-data'));
   const child = spawn(process.execPath, args, { env: { ...process.env, UPLINK_BOOTSTRAP_TOKEN: opts.token, UPLINK_LOG_LEVEL: 'info' }, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -25,7 +27,7 @@ export async function startRelayProcess(opts: { dir: string; port?: number; toke
     const timer = setTimeout(() => reject(new Error('relay did not start in 120 s')), 120_000);
     child.stderr!.on('data', (d: Buffer) => {
       buf += d.toString();
-      const m = /"url":"(http:\/\/[^"]+)".*"msg":"relay listening"/.exec(buf);
+      const m = /"url":"(https?:\/\/[^"]+)".*"msg":"relay listening"/.exec(buf);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]!);
