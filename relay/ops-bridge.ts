@@ -186,9 +186,9 @@ export class OpsBridge {
       for (const t of taps) t.onEnd?.({ ...(err ? { error: err } : {}), bytesIn, bytesOut });
       log.info({ bytesFromAgent: bytesIn, bytesToAgent: bytesOut, ...(err ? { code: err.code } : {}) }, 'operation ended');
     };
+    stream.on('data', (chunk: Buffer) => (bytesIn += chunk.length));
     const fromAgent = new Transform({
       transform(chunk: Buffer, _enc, done) {
-        bytesIn += chunk.length;
         const waits: Promise<void>[] = [];
         for (const t of taps) {
           const w = t.onAgentData?.(chunk);
@@ -204,7 +204,9 @@ export class OpsBridge {
     });
     // pipe() gives backpressure both ways: a slow CLI pauses the agent's stream (HTTP/2 flow
     // control then pauses the process), a slow agent pauses the CLI's WebSocket.
-    stream.pipe(fromAgent).pipe(client);
+    // Without a tap that reads the output (forward, sql), nothing stands between the two.
+    if (taps.some((t) => t.onAgentData)) stream.pipe(fromAgent).pipe(client);
+    else stream.pipe(client);
     client.pipe(stream);
     // The end travels the pipe: the client's side ends after the last chunk passed the taps.
     stream.on('error', (err) => {

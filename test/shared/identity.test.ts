@@ -31,3 +31,18 @@ t.test('keyId, nonce and message layout', async (t) => {
   t.not(newNonce(), newNonce());
   t.equal(Buffer.from(handshakeMessage(claims)).toString(), ['uplink-agent-handshake-v1', 'connect', claims.appliance, 'relay.example:443', '1900000000000', claims.nonce, pub].join('\n'));
 });
+
+t.test('signatures are plain Ed25519 (RFC 8032): interchangeable with another implementation', async (t) => {
+  // Agents before the switch to node:crypto signed with tweetnacl; both must keep verifying.
+  const nacl = (await import('tweetnacl')).default;
+  const kp = generateKeyPair();
+  const claims: HandshakeClaims = { mode: 'connect', appliance: 'apl_x', relayHost: 'relay.example:443', timestamp: 1_800_000_000_000, nonce: newNonce(), publicKey: Buffer.from(kp.publicKey).toString('base64') };
+  const ours = signHandshake(claims, kp.secretKey);
+  t.ok(nacl.sign.detached.verify(handshakeMessage(claims), Buffer.from(ours, 'base64'), kp.publicKey), 'ours verifies elsewhere');
+  const theirs = Buffer.from(nacl.sign.detached(handshakeMessage(claims), kp.secretKey)).toString('base64');
+  t.equal(theirs, ours, 'Ed25519 is deterministic: the same bytes');
+  t.equal(verifyHandshake(claims, theirs, claims.publicKey), true);
+  const flipped = Buffer.from(theirs, 'base64');
+  flipped[10] ^= 1;
+  t.equal(verifyHandshake(claims, flipped.toString('base64'), claims.publicKey), false);
+});

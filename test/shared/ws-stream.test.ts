@@ -1,6 +1,6 @@
 /**
- * shared/ws-stream.ts against real WebSockets on loopback: a write's buffers become one
- * message, writes to a closing WebSocket succeed exactly once and go nowhere, what arrived
+ * shared/ws-stream.ts against real WebSockets on loopback: a corked write's buffers arrive
+ * in order with one callback each, writes to a closing WebSocket succeed exactly once and go nowhere, what arrived
  * before the close is still read, a reader that stops reading pauses the socket, and
  * HTTP/2 runs over it both ways.
  */
@@ -22,18 +22,20 @@ async function pair(t: Test): Promise<{ client: WebSocket; server: WebSocket }> 
   return { client, server };
 }
 
-t.test('the buffers of one corked write become one message', async (t) => {
+t.test('the buffers of a corked write arrive in order, each once, with one callback each', async (t) => {
   const { client, server } = await pair(t);
   const got: Buffer[] = [];
   server.on('message', (m: Buffer) => got.push(m));
   const d = webSocketStream(client);
+  const acks: string[] = [];
   d.cork();
-  d.write(Buffer.from('frame-header:'));
-  d.write(Buffer.from('payload'));
+  d.write(Buffer.from('frame-header:'), () => acks.push('a'));
+  d.write(Buffer.from('payload'), () => acks.push('b'));
   d.uncork();
-  d.write(Buffer.from('second'));
+  d.write(Buffer.from('second'), () => acks.push('c'));
   await new Promise((r) => setTimeout(r, 100));
-  t.same(got.map((b) => b.toString()), ['frame-header:payload', 'second']);
+  t.equal(Buffer.concat(got).toString(), 'frame-header:payloadsecond');
+  t.same(acks, ['a', 'b', 'c']);
 });
 
 t.test('writes after the WebSocket closed succeed once each and send nothing', async (t) => {
