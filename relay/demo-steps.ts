@@ -4,6 +4,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 
 export interface DemoContext {
@@ -43,6 +44,39 @@ async function cli(ctx: DemoContext, args: string[], expectCode = 0, input?: str
   show(`uplink ${args.map((a) => (/\s/.test(a) ? `'${a}'` : a)).join(' ')}`, r.stdout + r.stderr);
   if (r.code !== expectCode) throw new Error(`uplink ${args[0]} exited ${r.code}, expected ${expectCode}`);
   return r.stdout;
+}
+
+/** `uplink forward … --json` as a process; resolves once it listens, with its local port. */
+async function startForward(ctx: DemoContext, target: string): Promise<{ child: ChildProcess; port: number; stderr: () => string }> {
+  const child = spawn(process.execPath, [ctx.bin.cli, 'forward', 'demo', `0:${target}`, '--ttl', '60s', '--json'], { env: ctx.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  ctx.children.push(child);
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const nl = out.indexOf('\n');
+      if (nl >= 0) resolve((JSON.parse(out.slice(0, nl)) as { port: number }).port);
+    });
+    child.once('close', (code) => reject(new Error(`uplink forward exited ${code}: ${err}`)));
+  });
+  return { child, port, stderr: () => err };
+}
+
+/** One line to a local port; resolves what came back before the connection closed or a line arrived. */
+function ask(port: number, line: string): Promise<string> {
+  return new Promise((resolve) => {
+    const sock = connect({ host: '127.0.0.1', port });
+    let got = '';
+    sock.on('data', (d: Buffer) => {
+      got += d.toString();
+      if (got.endsWith('\n')) sock.end();
+    });
+    sock.on('error', () => {});
+    sock.on('close', () => resolve(got));
+    sock.write(line);
+  });
 }
 
 export const DEMO_STEPS: DemoStep[] = [
@@ -135,6 +169,40 @@ export const DEMO_STEPS: DemoStep[] = [
       if (!/\sshell\s.*\scomplete$/m.test(sessions)) throw new Error('the shell session is not listed as a complete recording');
       const audit = await cli(ctx, ['audit', '--verify']);
       if (!/chain intact/.test(audit)) throw new Error('the relay audit chain did not verify');
+    },
+  },
+  {
+    title: 'The vendor reaches a service inside the appliance with uplink forward, only where the customer allows it',
+    async run(ctx) {
+      const servicePort = Number(ctx.env.DEMO_SERVICE_PORT);
+      if (!servicePort) throw new Error('the demo agent has no allowlisted service port');
+      // The service in the appliance: answers each line in capitals. Its port is the only
+      // destination the customer's operations.forward.allow lets the agent dial.
+      const conns = new Set<Socket>();
+      const service = createServer((s) => {
+        conns.add(s);
+        s.on('close', () => conns.delete(s));
+        s.on('data', (d: Buffer) => s.write(d.toString().toUpperCase()));
+        s.on('error', () => {});
+      });
+      await new Promise<void>((resolve) => service.listen(servicePort, '127.0.0.1', resolve));
+      try {
+        const allowed = await startForward(ctx, `127.0.0.1:${servicePort}`);
+        const answer = await ask(allowed.port, 'hello from the vendor\n');
+        show(`uplink forward demo 0:127.0.0.1:${servicePort}   (then: echo 'hello from the vendor' | nc 127.0.0.1 ${allowed.port})`, answer);
+        if (answer !== 'HELLO FROM THE VENDOR\n') throw new Error(`the service's answer did not come back through the forward: ${JSON.stringify(answer)}`);
+        // Deny by default: the same forward to a port nobody allowlisted is refused, naming why.
+        const denied = await startForward(ctx, '127.0.0.1:22');
+        await ask(denied.port, 'hello\n');
+        for (let i = 0; i < 100 && !/UPLINK_ERR_FORWARD_DENIED/.test(denied.stderr()); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+        show(`uplink forward demo 0:127.0.0.1:22   (then a connection to ${denied.port})`, denied.stderr());
+        if (!/^error UPLINK_ERR_FORWARD_DENIED: .*demo-service/m.test(denied.stderr())) throw new Error('the refusal does not name the customer rule that was tried');
+        for (const f of [allowed, denied]) f.child.kill('SIGINT');
+        console.log('   (uplink sql is not in the tour: its targets are PostgreSQL servers, and the demo starts no external service)');
+      } finally {
+        for (const c of conns) c.destroy();
+        await new Promise<void>((resolve) => service.close(() => resolve()));
+      }
     },
   },
   {

@@ -108,8 +108,16 @@ async function main(): Promise<number> {
   const relayConfig = join(dir, 'relay-config.json');
   writeFileSync(relayConfig, JSON.stringify({ telemetry: { sinks: [{ type: 'file', name: 'demo-file', path: join(dir, 'telemetry.jsonl') }], pullIntervalMs: 100 } }));
   const otlpPort = await freeLoopbackPort();
+  // A service "inside the appliance" for the forward step; the customer allowlists exactly it.
+  const servicePort = await freeLoopbackPort();
   const agentConfig = join(dir, 'agent-config.json');
-  writeFileSync(agentConfig, JSON.stringify({ telemetry: { otlpReceiver: { enabled: true, port: otlpPort } } }));
+  writeFileSync(
+    agentConfig,
+    JSON.stringify({
+      telemetry: { otlpReceiver: { enabled: true, port: otlpPort } },
+      operations: { forward: { allow: [{ name: 'demo-service', cidrs: ['127.0.0.1/32'], ports: [servicePort] }] } },
+    }),
+  );
   const relay = spawn(process.execPath, [BIN.relay, 'serve', '--listen', '127.0.0.1:0', '--data-dir', join(dir, 'relay'), '--insecure-http', '--config', relayConfig], {
     env: { ...process.env, UPLINK_BOOTSTRAP_TOKEN: token, UPLINK_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -118,7 +126,7 @@ async function main(): Promise<number> {
   const listening = await waitForLine(relay, (l) => l.msg === 'relay listening', 120_000);
   const url = String(listening.url);
   console.log(`   relay listening on ${url}`);
-  const env = { ...process.env, UPLINK_URL: url, UPLINK_TOKEN: token, DEMO_AGENT_CONFIG: agentConfig, DEMO_OTLP_PORT: String(otlpPort) };
+  const env = { ...process.env, UPLINK_URL: url, UPLINK_TOKEN: token, DEMO_AGENT_CONFIG: agentConfig, DEMO_OTLP_PORT: String(otlpPort), DEMO_SERVICE_PORT: String(servicePort) };
 
   const steps: DemoStep[] = DEMO_STEPS;
   let failed = 0;

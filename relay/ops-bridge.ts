@@ -30,6 +30,12 @@ export interface OpKind {
   name: string;
   scope: Scope;
   agentPath: string;
+  /**
+   * How long the relay waits for the agent's answer (its response headers). 0: as long as
+   * the CLI stays connected, for operations whose agent side bounds the wait itself (sql
+   * answers after the first row, within the target's statement timeout). Default 30 s.
+   */
+  answerTimeoutMs?: number;
 }
 
 export interface OpStartInfo {
@@ -96,8 +102,10 @@ export class OpsBridge {
     socket.on('error', () => {});
     const requestId = randomUUID();
     const log = this.log.child({ request: requestId, op: op.name, appliance: applianceName });
-    this.open(req, op, applianceName, requestId, log)
+    const watch = watchAbandon(socket);
+    this.open(req, op, applianceName, requestId, log, watch.signal)
       .then(({ stream, info, phaseMode }) => {
+        watch.stop();
         if (socket.destroyed) {
           stream.close();
           return;
@@ -116,6 +124,12 @@ export class OpsBridge {
         }
       })
       .catch((err: unknown) => {
+        watch.stop();
+        if (watch.signal.aborted) {
+          log.info('operation abandoned by the client before the agent answered');
+          socket.destroy();
+          return;
+        }
         const e = toUplinkError(err);
         if (e.code === 'UPLINK_ERR_UNAUTHENTICATED' || e.code === 'UPLINK_ERR_FORBIDDEN') this.metrics.authFailures.inc({ code: e.code });
         log.info({ code: e.code, reason: e.message }, 'operation refused');
@@ -124,7 +138,7 @@ export class OpsBridge {
       });
   }
 
-  private async open(req: IncomingMessage, op: OpKind, applianceName: string, requestId: string, log: Logger): Promise<{ stream: ClientHttp2Stream; info: OpStartInfo; phaseMode: string | undefined }> {
+  private async open(req: IncomingMessage, op: OpKind, applianceName: string, requestId: string, log: Logger, abandoned: AbortSignal): Promise<{ stream: ClientHttp2Stream; info: OpStartInfo; phaseMode: string | undefined }> {
     const token = await this.apiAuth.authenticate(req);
     ApiAuthenticator.require(token, op.scope);
     const rawSpec = req.headers[OP_HEADERS.spec];
@@ -144,6 +158,7 @@ export class OpsBridge {
     }
     const session = this.gateway.get(appliance.id);
     if (!session) throw new UplinkError('UPLINK_ERR_AGENT_OFFLINE', `no agent is connected for "${applianceName}"`);
+    if (abandoned.aborted) throw new UplinkError('UPLINK_ERR_TUNNEL_CLOSED', 'the client went away');
     const stream = session.request(
       {
         ':path': op.agentPath,
@@ -154,7 +169,16 @@ export class OpsBridge {
       op.name,
     );
     log.info({ actor: token.name }, 'operation requested');
-    const headers = await awaitResponse(stream, AGENT_RESPONSE_TIMEOUT_MS);
+    const cancel = (): void => {
+      if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    };
+    abandoned.addEventListener('abort', cancel, { once: true });
+    let headers: H2Headers;
+    try {
+      headers = await awaitResponse(stream, op.answerTimeoutMs ?? AGENT_RESPONSE_TIMEOUT_MS);
+    } finally {
+      abandoned.removeEventListener('abort', cancel);
+    }
     const status = Number(headers[':status']);
     if (status !== 200) {
       const body = await readSmallBody(stream, MAX_ERROR_BODY);
@@ -229,12 +253,45 @@ export class OpsBridge {
   }
 }
 
+/**
+ * Notice a CLI that gives up before the agent answers (Ctrl-C while a query computes its
+ * first row), so the agent's stream is cancelled and its work stops now, not at a timeout.
+ * A socket nobody reads never sees the peer's FIN, so it is read meanwhile: a WebSocket
+ * client sends nothing before the 101, and anything it did send is put back (unshift) for
+ * the WebSocket to read, in order. Call `stop()` in the same tick as the hand-over to ws,
+ * which attaches its own reader synchronously. The socket is not paused: an explicit
+ * pause() would keep ws's 'data' listener from resuming it, and the CLI's frames (its close
+ * frame included) would go unread.
+ */
+function watchAbandon(socket: Duplex): { signal: AbortSignal; stop(): void } {
+  const abandoned = new AbortController();
+  const early: Buffer[] = [];
+  const onData = (chunk: Buffer): void => void early.push(chunk);
+  const onGone = (): void => abandoned.abort();
+  socket.on('data', onData);
+  socket.once('end', onGone);
+  socket.once('close', onGone);
+  return {
+    signal: abandoned.signal,
+    stop() {
+      socket.off('data', onData);
+      socket.off('end', onGone);
+      socket.off('close', onGone);
+      if (early.length) socket.unshift(Buffer.concat(early));
+    },
+  };
+}
+
+/** The agent's response headers; `timeoutMs` 0 waits as long as the stream lives. */
 function awaitResponse(stream: ClientHttp2Stream, timeoutMs: number): Promise<H2Headers> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      stream.close();
-      reject(new UplinkError('UPLINK_ERR_TUNNEL_CLOSED', `agent did not answer within ${timeoutMs} ms`));
-    }, timeoutMs);
+    const timer =
+      timeoutMs > 0
+        ? setTimeout(() => {
+            stream.close();
+            reject(new UplinkError('UPLINK_ERR_TUNNEL_CLOSED', `agent did not answer within ${timeoutMs} ms`));
+          }, timeoutMs)
+        : undefined;
     stream.once('response', (headers) => {
       clearTimeout(timer);
       resolve(headers);

@@ -44,7 +44,8 @@ export const OPS: Record<string, OpKind> = {
   exec: { name: 'exec', scope: 'operate', agentPath: AGENT_PATHS.exec },
   shell: { name: 'shell', scope: 'operate', agentPath: AGENT_PATHS.shell },
   forward: { name: 'forward', scope: 'operate', agentPath: AGENT_PATHS.forward },
-  sql: { name: 'sql', scope: 'operate', agentPath: AGENT_PATHS.sql },
+  // The agent answers sql after the first row, bounded by the target's statement timeout.
+  sql: { name: 'sql', scope: 'operate', agentPath: AGENT_PATHS.sql, answerTimeoutMs: 0 },
   kube: { name: 'kube', scope: 'operate', agentPath: AGENT_PATHS.kube },
   'kube-upgrade': { name: 'kube-upgrade', scope: 'operate', agentPath: AGENT_PATHS.kubeUpgrade },
 };

@@ -15,13 +15,15 @@ export const forwardSqlCapability: AgentCapability = {
   start(agent) {
     const cfg = agent.cfg;
     const policy = new ForwardPolicy(cfg.operations.forward);
+    // Per agent, not per process: two agents in one process (tests, embedding) count apart.
+    const connections = { active: 0 };
     const common = {
       phases: () => agent.phases,
       audit: () => agent.audit,
       applianceId: () => agent.identity.applianceId,
     };
     agent.tunnel.handle(AGENT_PATHS.forward, (stream, ctx) =>
-      handleForward(stream, ctx, { ...common, cfg: cfg.operations.forward, policy, maxFrameBytes: cfg.limits.maxFrameBytes }),
+      handleForward(stream, ctx, { ...common, cfg: cfg.operations.forward, policy, connections, maxFrameBytes: cfg.limits.maxFrameBytes }),
     );
     agent.tunnel.handle(AGENT_PATHS.sql, (stream, ctx) =>
       handleSql(stream, ctx, {

@@ -27,9 +27,16 @@ import type { PhaseAccess } from '../phases/credentials.js';
 import type { RequestContext } from '../tunnel-server.js';
 import type { ForwardConfig, ForwardPolicy } from './forward-policy.js';
 
+/** The live forwarded connections of one agent, for operations.forward.maxConnections. */
+export interface ForwardConnections {
+  active: number;
+}
+
 export interface ForwardDeps {
   cfg: Readonly<ForwardConfig>;
   policy: ForwardPolicy;
+  /** One counter per agent (the capability creates it), shared by its forward requests. */
+  connections: ForwardConnections;
   phases(): PhaseAccess;
   audit(): AgentAuditLog;
   applianceId(): string;
@@ -75,9 +82,6 @@ function dial(address: string, port: number, timeoutMs: number, what: string): P
   });
 }
 
-/** Live forwarded connections on this agent, for operations.forward.maxConnections. */
-let active = 0;
-
 export async function handleForward(stream: ServerHttp2Stream, ctx: RequestContext, deps: ForwardDeps): Promise<void> {
   if (!deps.cfg.enabled) throw new UplinkError('UPLINK_ERR_OPERATION_DISABLED', 'forward is disabled by the customer on this agent (operations.forward.enabled)');
   const spec = parseForwardSpec(ctx.spec);
@@ -96,17 +100,18 @@ export async function handleForward(stream: ServerHttp2Stream, ctx: RequestConte
   }
   let socket: Socket;
   let rule: string;
-  if (active >= deps.cfg.maxConnections) {
+  const conns = deps.connections;
+  if (conns.active >= deps.cfg.maxConnections) {
     await session.close();
-    return refuse(new UplinkError('UPLINK_ERR_FORWARD_LIMIT', `the agent already carries ${active} forwarded connections (operations.forward.maxConnections)`, { details: { limit: deps.cfg.maxConnections } }), 'denied');
+    return refuse(new UplinkError('UPLINK_ERR_FORWARD_LIMIT', `the agent already carries ${conns.active} forwarded connections (operations.forward.maxConnections)`, { details: { limit: deps.cfg.maxConnections } }), 'denied');
   }
-  active++;
+  conns.active++;
   try {
     const decision = await deps.policy.check(spec.host, spec.port);
     rule = decision.rule;
     socket = await dial(decision.address, spec.port, deps.cfg.connectTimeoutMs, decision.address === spec.host ? target : `${target} (${decision.address})`);
   } catch (err) {
-    active--;
+    conns.active--;
     await session.close();
     return refuse(err, (err as UplinkError).code === 'UPLINK_ERR_FORWARD_DENIED' ? 'denied' : 'error');
   }
@@ -153,7 +158,7 @@ export async function handleForward(stream: ServerHttp2Stream, ctx: RequestConte
   });
 
   await new Promise<void>((resolve) => socket.once('close', () => resolve()));
-  active--;
+  conns.active--;
   ctx.log.info({ target, bytesIn: input.bytesIn, bytesOut, reason: reason ?? 'closed' }, 'forward ended');
   await session.close();
   await deps

@@ -1,6 +1,7 @@
 /**
- * The recording capability: every exec and shell session that passes through the ops
- * bridge is written to the store as asciicast v2 (sessions + session_chunks rows).
+ * The recording capability: every exec, shell and `kubectl exec`/`attach` session that
+ * passes through the ops bridge is written to the store as asciicast v2 (sessions +
+ * session_chunks rows). kubectl's sessions are read by kube-exec-stream.ts.
  *
  * How: an OpsBridge tap decodes the agent→CLI channel frames (stdout and stderr become "o"
  * events, the exit control frame ends the session) and the CLI→agent frames (resize
@@ -23,10 +24,21 @@ import type { OpStartInfo, OpTap } from '../ops-bridge.js';
 import type { RelayCapability } from '../capabilities.js';
 import { SessionsRepo, type SessionKind } from '../store/sessions-repo.js';
 import { AsciicastWriter } from './asciicast.js';
+import { KubeExecStream, isKubeTerminalPath } from './kube-exec-stream.js';
 import { sessionRoutes } from './session-routes.js';
 
 /** Ops whose streams are channel frames and therefore recordable, by op name. */
 const RECORDED_OPS: Record<string, SessionKind> = { exec: 'exec', shell: 'shell' };
+
+/** What kind of recording an op gets: exec, shell, or kube-exec for kubectl exec/attach (not port-forward). */
+function recordedKind(info: OpStartInfo): SessionKind | undefined {
+  if (info.op.name === 'kube-upgrade') {
+    const path = (info.spec as { path?: unknown } | null)?.path;
+    return typeof path === 'string' && isKubeTerminalPath(path) ? 'kube-exec' : undefined;
+  }
+  return RECORDED_OPS[info.op.name];
+}
+
 /** Window size recorded for exec, which has no terminal. */
 const EXEC_WINDOW = { cols: 80, rows: 24 };
 /** Most window dimension the writer accepts; larger sizes from a spec are clamped. */
@@ -85,6 +97,8 @@ class Recording implements OpTap {
   private readonly fromAgent: FrameDecoder;
   private readonly fromClient: FrameDecoder;
   private readonly sink: ChunkSink;
+  /** For kube-exec: the WebSocket remote-command reader between the frames and the writer. */
+  private readonly kube: KubeExecStream | undefined;
   private exitCode: number | null = null;
   private exitSeen = false;
   private broken: string | undefined;
@@ -112,6 +126,24 @@ class Recording implements OpTap {
       title: `${kind} on ${info.applianceName} by ${info.token.name}`,
       ...(typeof spec.term === 'string' ? { env: { TERM: spec.term } } : {}),
     }, { recordInput: cfg.recordInput });
+    this.kube =
+      kind === 'kube-exec'
+        ? new KubeExecStream(
+            {
+              output: (b) => void this.writer.output(b),
+              input: (b) => void this.writer.input(b),
+              resize: (c, r) => {
+                if (c >= 1 && r >= 1 && c <= MAX_DIMENSION && r <= MAX_DIMENSION) this.writer.resize(c, r);
+              },
+              exit: (code) => {
+                this.exitSeen = true;
+                this.exitCode = code;
+              },
+              broken: (reason) => void (this.broken ??= reason),
+            },
+            maxFrameBytes,
+          )
+        : undefined;
     this.fromAgent = new FrameDecoder({ maxFrameBytes });
     this.fromClient = new FrameDecoder({ maxFrameBytes });
     this.fromAgent.on('data', (f: Frame) => this.agentFrame(f));
@@ -149,6 +181,7 @@ class Recording implements OpTap {
 
   private agentFrame(f: Frame): void {
     if (this.ended) return;
+    if (this.kube) return this.kubeAgentFrame(this.kube, f);
     if (f.channel === CHANNEL.stdout || f.channel === CHANNEL.stderr) {
       this.writer.output(f.payload);
     } else if (f.channel === CHANNEL.control) {
@@ -164,8 +197,25 @@ class Recording implements OpTap {
     }
   }
 
+  /** kube-upgrade: `response` (the 101), then the API server's bytes; `error` when the agent's side failed. */
+  private kubeAgentFrame(kube: KubeExecStream, f: Frame): void {
+    if (f.channel === CHANNEL.stdout) return kube.server(f.payload);
+    if (f.channel !== CHANNEL.control) return;
+    try {
+      const msg = parseControl(f.payload);
+      if (msg.type === 'response') kube.response(msg.status, msg.headers);
+      else if (msg.type === 'error') this.broken ??= `the agent reported ${msg.code}: ${msg.message}`;
+    } catch {
+      this.broken ??= 'unreadable control frame from the agent';
+    }
+  }
+
   private clientFrame(f: Frame): void {
     if (this.ended) return;
+    if (this.kube) {
+      if (f.channel === CHANNEL.stdin) this.kube.client(f.payload);
+      return;
+    }
     if (f.channel === CHANNEL.stdin) {
       this.writer.input(f.payload);
     } else if (f.channel === CHANNEL.control) {
@@ -214,7 +264,7 @@ export function recordingsCapability(): RelayCapability {
       relay.extensions.routes.push(...sessionRoutes(relay.store, repo));
       if (!cfg.enabled) return;
       relay.ops.addTap((info) => {
-        const kind = RECORDED_OPS[info.op.name];
+        const kind = recordedKind(info);
         if (!kind) return undefined;
         const rec = new Recording(info, kind, repo, cfg, relay.cfg.limits.maxFrameBytes, relay.log.child({ request: info.requestId }), (r) => active.delete(r));
         active.add(rec);

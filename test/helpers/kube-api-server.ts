@@ -2,13 +2,17 @@
  * A small, honest Kubernetes API server for tests: no real API server can be installed on
  * the test machines, so this one serves exactly what the real `kubectl` (1.32) needs for
  * `get pods` (plain discovery plus server-side Table printing), `get pods -w` (chunked JSON
- * watch events), `logs -f` (chunked text pushed by the test) and `exec` (WebSocket
- * subprotocols v5.channel.k8s.io / v4.channel.k8s.io with a tiny built-in command set).
+ * watch events), `logs -f` (chunked text pushed by the test), `exec` (WebSocket
+ * subprotocols v5.channel.k8s.io / v4.channel.k8s.io with a tiny built-in command set) and
+ * `port-forward` (spdy-portforward.ts: kubectl 1.32 tunnels SPDY/3.1 through a WebSocket
+ * with the subprotocol SPDY/3.1+portforward.k8s.io, and only falls back to a plain SPDY
+ * upgrade when that fails; the tunnel is what this server accepts). A pod's ports lead to
+ * loopback ports the test listens on (`addPod(name, { ports: { 80: localPort } })`).
  *
  * What it does not serve it answers like the real API server: a `Status` object with the
  * matching code (401 without credentials, 404 for unknown paths, 406 when the Accept header
- * names nothing it can produce, 400 for an exec without a WebSocket upgrade). Port-forward
- * (SPDY framing tunnelled in WebSockets) is not implemented and answers 404.
+ * names nothing it can produce, 400 for an exec without a WebSocket upgrade, 400 for a
+ * port-forward as a plain SPDY upgrade).
  *
  * TLS material (a throwaway CA, a serving certificate for 127.0.0.1/localhost and, on
  * request, client certificates) is made with the `openssl` CLI in a temporary directory.
@@ -23,6 +27,8 @@ import type { TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { PORTFORWARD_TUNNEL_PROTOCOL, SpdyPortForwardSession } from './spdy-portforward.js';
+import { acceptRawWebSocket, type RawWebSocket } from './raw-websocket.js';
 
 /** Subprotocols for exec, best first (k8s.io/apimachinery/pkg/util/remotecommand). */
 export const EXEC_PROTOCOL_V5 = 'v5.channel.k8s.io';
@@ -47,6 +53,8 @@ export interface FakePod {
   containers: string[];
   phase: 'Pending' | 'Running' | 'Succeeded' | 'Failed';
   podIP: string;
+  /** Pod port -> the loopback port that answers for it (port-forward). */
+  ports: Record<number, number>;
 }
 
 /** One request as the server saw it, so tests can check what a proxy forwarded. */
@@ -69,6 +77,7 @@ export class KubeApiServer {
   readonly requests: SeenRequest[] = [];
   private readonly server: Server;
   private readonly wss = new WebSocketServer({ noServer: true, handleProtocols: (p) => pickExecProtocol(p) ?? false });
+  private readonly portForwards = new Set<{ session: SpdyPortForwardSession; ws: RawWebSocket }>();
   private readonly pods = new Map<string, FakePod>();
   private readonly history: WatchEvent[] = [];
   private readonly watchers = new Set<Watcher>();
@@ -115,12 +124,13 @@ export class KubeApiServer {
     return makeClientCert(this.tlsDir, commonName);
   }
 
-  addPod(name: string, opts: { namespace?: string; containers?: string[]; labels?: Record<string, string>; phase?: FakePod['phase'] } = {}): FakePod {
+  addPod(name: string, opts: { namespace?: string; containers?: string[]; labels?: Record<string, string>; phase?: FakePod['phase']; ports?: Record<number, number> } = {}): FakePod {
     const namespace = opts.namespace ?? 'default';
     if (this.pods.has(`${namespace}/${name}`)) throw new Error(`pod ${namespace}/${name} exists`);
     const pod: FakePod = {
       name, namespace, uid: randomUUID(), resourceVersion: String(++this.rv), creationTimestamp: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
       labels: opts.labels ?? {}, containers: opts.containers ?? ['main'], phase: opts.phase ?? 'Running', podIP: `10.0.0.${this.pods.size + 10}`,
+      ports: opts.ports ?? {},
     };
     this.pods.set(`${namespace}/${name}`, pod);
     this.logs.set(`${namespace}/${name}`, { lines: [], followers: new Set(), ended: false });
@@ -161,6 +171,17 @@ export class KubeApiServer {
 
   /** How many watches are open. */
   get watchCount(): number { return this.watchers.size; }
+
+  /** How many port-forward tunnels are open. */
+  get portForwardCount(): number { return this.portForwards.size; }
+
+  /** Every forwarded pod goes away: GOAWAY, then the tunnel closes (kubectl says "lost connection to pod"). */
+  endPortForwards(): void {
+    for (const { session, ws } of this.portForwards) {
+      session.shutdown();
+      ws.close(1000);
+    }
+  }
 
   async close(): Promise<void> {
     for (const ws of this.wss.clients) ws.terminate();
@@ -275,6 +296,16 @@ export class KubeApiServer {
     };
     if (!this.authenticated(req)) return reject(401, 'Unauthorized', 'Unauthorized');
     const url = new URL(req.url ?? '/', 'http://x');
+    const pf = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/portforward$/.exec(url.pathname);
+    if (pf) {
+      const pod = this.pods.get(`${pf[1]}/${pf[2]}`);
+      if (!pod) return reject(404, 'NotFound', `pods "${pf[2]}" not found`);
+      if (String(req.headers.upgrade).toLowerCase() !== 'websocket') return reject(400, 'BadRequest', `upgrade "${req.headers.upgrade}" not supported: this test server tunnels port-forward through WebSocket only`);
+      const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim());
+      if (!offered.includes(PORTFORWARD_TUNNEL_PROTOCOL)) return reject(400, 'BadRequest', `no supported subprotocol in "${offered.join(', ')}"`);
+      // By hand: `ws` refuses this subprotocol name ("/" is not a token character).
+      return this.portForward(acceptRawWebSocket(req, socket, head, PORTFORWARD_TUNNEL_PROTOCOL), pod);
+    }
     const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/exec$/.exec(url.pathname);
     if (!m) return reject(404, 'NotFound', `the server could not find the requested resource (${url.pathname})`);
     const pod = this.pods.get(`${m[1]}/${m[2]}`);
@@ -294,6 +325,20 @@ export class KubeApiServer {
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       ws.pause(); // stdin waits in the socket meanwhile, as it would in the runtime
       setTimeout(() => { runExec(ws, command, stdin); ws.resume(); }, EXEC_START_DELAY_MS);
+    });
+  }
+
+  /** SPDY over the WebSocket: every binary message is a piece of the SPDY byte stream. */
+  private portForward(ws: RawWebSocket, pod: FakePod): void {
+    const entry = {
+      ws,
+      session: new SpdyPortForwardSession((port) => pod.ports[port], (bytes) => ws.send(bytes), () => ws.close(1002)),
+    };
+    this.portForwards.add(entry);
+    ws.onMessage((data, binary) => (binary ? entry.session.receive(data) : ws.close(1003)));
+    ws.onClose(() => {
+      entry.session.close();
+      this.portForwards.delete(entry);
     });
   }
 

@@ -1,16 +1,22 @@
 /**
  * `uplink kubectl` and `uplink kubeconfig` end to end: the real kubectl → the CLI's local
  * kube server → op WebSocket → relay → tunnel → agent (kube handlers, Operate session) →
- * the test API server. Relay and agent run in this process.
+ * the test API server. Relay and agent run in this process. `kubectl exec` is recorded by
+ * the relay like shell and exec (asciicast, exit code from the Status); `kubectl
+ * port-forward` carries bytes both ways and is not recorded.
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { KubeApiServer } from '../../helpers/kube-api-server.js';
 import { needTools } from '../../helpers/tools.js';
 import { adminClient, createAppliance, startAgent, startRelay, tempDir, waitFor } from '../../helpers/cluster.js';
+import { freePort } from '../../helpers/moto.js';
+import type { SessionView } from '../../../relay/cli/commands/sessions.js';
 import type { ApiClient } from '../../../relay/cli/api-client.js';
 import type { CliContext } from '../../../relay/cli/context.js';
 import { kubectlRun } from '../../../relay/cli/commands/kubectl.js';
@@ -31,6 +37,35 @@ function cliContext(client: ApiClient, home: string): Captured {
   const ctx: CliContext = { argv: [], io: { stdin, stdout, stderr }, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home }, client: () => client };
   return { ctx, stdin, out: () => out, err: () => err };
 }
+
+async function kubeSessions(client: ApiClient): Promise<SessionView[]> {
+  return (await client.call<{ sessions: SessionView[] }>('GET', '/v1/sessions?appliance=acme')).sessions.filter((s) => s.kind === 'kube-exec');
+}
+
+/** The asciicast events of a recording: [type, data] after the header line. */
+async function recordingEvents(client: ApiClient, id: string): Promise<Array<[string, string]>> {
+  const { body } = await client.stream(`/v1/sessions/${id}/recording`);
+  const parts: Buffer[] = [];
+  for await (const c of body) parts.push(c);
+  return Buffer.concat(parts).toString('utf8').trimEnd().split('\n').slice(1).map((l) => {
+    const [, type, data] = JSON.parse(l) as [number, string, string];
+    return [type, data];
+  });
+}
+
+/** Send `data`, half-close, collect everything until the peer closes. */
+function exchange(port: number, data: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    const chunks: Buffer[] = [];
+    sock.on('data', (c: Buffer) => chunks.push(c));
+    sock.on('error', reject);
+    sock.on('close', () => resolve(Buffer.concat(chunks)));
+    sock.end(data);
+  });
+}
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 t.test('uplink kubectl through relay and agent', async (t) => {
   if (!needTools(t, ['kubectl', 'openssl'])) return;
@@ -113,6 +148,62 @@ t.test('uplink kubectl through relay and agent', async (t) => {
     const nope = await run(['exec', 'nope', '--', 'echo', 'hi']);
     t.equal(nope.code, 1);
     t.match(nope.stderr, /pods "nope" not found/);
+  });
+
+  t.test('kubectl exec is recorded like shell and exec', async (t) => {
+    let list: SessionView[] = [];
+    await waitFor(async () => {
+      list = await kubeSessions(client);
+      return list.length === 3 && list.every((s) => s.endedAt !== null);
+    }, WAIT_MS, 'three finished kube-exec recordings');
+    // Newest first: exit 3, cat, echo. (`exec nope` never upgraded: kubectl's GET of the pod failed first.)
+    const [exit3, cat, echo] = list;
+    t.match(echo, { kind: 'kube-exec', actor: 'bootstrap-admin', exitCode: 0, complete: true, incompleteReason: null });
+    t.same(await recordingEvents(client, echo!.id), [['o', 'hi\n'], ['m', 'uplink-end:{"complete":true}']], 'the output kubectl printed, then the end marker');
+    t.match(cat, { exitCode: 0, complete: true });
+    const catEvents = await recordingEvents(client, cat!.id);
+    t.equal(catEvents.filter(([type]) => type === 'o').map(([, d]) => d).join(''), 'hello\nworld, with bytes: \u00e9\u00e8\n', 'the echoed input, as output');
+    t.notOk(catEvents.some(([type]) => type === 'i'), 'keystrokes are not recorded unless the relay config asks');
+    t.match(exit3, { exitCode: 3, complete: true }, 'the exit code comes from the Status on the error channel');
+  });
+
+  t.test('port-forward carries bytes both ways and is not recorded', async (t) => {
+    // The pod's port 80 is an echo server on this machine; 81 has nothing behind it.
+    const echo = createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    t.teardown(() => new Promise<void>((r) => echo.close(() => r())));
+    // Its own namespace: the watch test below lists the default namespace.
+    api.addPod('web-pf', { namespace: 'pf', ports: { 80: (echo.address() as AddressInfo).port } });
+    const recordings = (await kubeSessions(client)).length;
+
+    const local = await freePort();
+    const c = cliContext(client, home);
+    c.stdin.end();
+    const done = kubectlRun(c.ctx, target, ['-n', 'pf', 'port-forward', 'pod/web-pf', `${local}:80`]);
+    await waitFor(() => c.out().includes(`Forwarding from 127.0.0.1:${local} -> 80\n`), WAIT_MS, 'kubectl listening');
+    const one = randomBytes(1024 * 1024);
+    const two = randomBytes(64 * 1024);
+    const [backOne, backTwo] = await Promise.all([exchange(local, one), exchange(local, two)]);
+    t.equal(sha(backOne), sha(one), '1 MiB there and back through one forwarded connection');
+    t.equal(sha(backTwo), sha(two), 'and 64 KiB through a second one at the same time');
+    const upgrade = api.requests.filter((r) => r.url.endsWith('/namespaces/pf/pods/web-pf/portforward')).at(-1);
+    t.equal(upgrade?.headers['sec-websocket-protocol'], 'SPDY/3.1+portforward.k8s.io', 'the WebSocket tunnel, not the SPDY fallback');
+    t.equal(upgrade?.headers.authorization, `Bearer ${api.token}`);
+
+    // The pod goes away: the API server ends the tunnel, and kubectl says so.
+    api.endPortForwards();
+    t.equal(await done, 1);
+    t.match(c.err(), /lost connection to pod/);
+
+    const refused = cliContext(client, home);
+    refused.stdin.end();
+    const local2 = await freePort();
+    const ended = kubectlRun(refused.ctx, target, ['-n', 'pf', 'port-forward', 'pod/web-pf', `${local2}:81`]);
+    await waitFor(() => refused.out().includes(`Forwarding from 127.0.0.1:${local2} -> 81\n`), WAIT_MS, 'kubectl listening');
+    t.same(await exchange(local2, Buffer.from('x')), Buffer.alloc(0), 'nothing comes back from a port nobody listens on');
+    t.equal(await ended, 1);
+    t.match(refused.err(), /an error occurred forwarding \d+ -> 81: error forwarding port 81 to pod: nothing listens on port 81 in this test pod/, "the pod side's error crossed back");
+    t.equal((await kubeSessions(client)).length, recordings, 'port-forward makes no recording');
   });
 
   t.test('uplink kubeconfig: get pods -w sees a live add; leaving ends the upstream watch', async (t) => {
