@@ -115,6 +115,7 @@ export interface AgentEnv {
   UPLINK_RELAY_PIN?: string | undefined;
   UPLINK_IDENTITY_SSM_PARAMETER?: string | undefined;
   UPLINK_RELEASE_KEYS?: string | undefined;
+  UPLINK_INSTANCE_ID?: string | undefined;
 }
 
 /** Merge the config file (if any) with the environment (env wins), validate, freeze. */
@@ -128,6 +129,7 @@ export function loadAgentConfig(env: AgentEnv = process.env): Readonly<AgentConf
   if (env.UPLINK_RELAY_CA) merged.relayCaFile = env.UPLINK_RELAY_CA;
   if (env.UPLINK_RELAY_PIN) merged.relayPin = env.UPLINK_RELAY_PIN;
   if (env.UPLINK_IDENTITY_SSM_PARAMETER) merged.identitySsmParameter = env.UPLINK_IDENTITY_SSM_PARAMETER;
+  if (env.UPLINK_INSTANCE_ID) merged.telemetry = { ...((merged.telemetry as Record<string, unknown> | undefined) ?? {}), instanceId: env.UPLINK_INSTANCE_ID };
   if (env.UPLINK_RELEASE_KEYS) merged.releaseKeys = [...((merged.releaseKeys as unknown[] | undefined) ?? []), ...releaseKeysFromEnv(env.UPLINK_RELEASE_KEYS)];
   const phases = phaseConfigFromEnv(env, { ...(merged.aws !== undefined ? { aws: merged.aws } : {}), ...(merged.local !== undefined ? { local: merged.local } : {}) });
   if (phases.aws) merged.aws = phases.aws;

@@ -174,8 +174,17 @@ const spoolSchema = z
   // The spool bounds its size by deleting whole old segments beside the active one, so it needs two.
   .refine((s) => s.maxBytes >= 2 * s.segmentBytes, { message: 'maxBytes must be at least 2 x segmentBytes', path: ['maxBytes'] });
 
+/**
+ * The appliance's instance id, as the vendor registered it on the relay and as the customer
+ * tags resources (`instance-id=<id>`, the CloudFormation `InstanceId`). The CloudWatch
+ * collectors look for that tag value; the agent's own appliance id (`apl_…`) is a different
+ * thing and never appears on customer resources. Also UPLINK_INSTANCE_ID.
+ */
+export const instanceIdSchema = z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'must be 1-128 of [A-Za-z0-9._:-] (the appliance instance id)');
+
 /** Strict schema of the `telemetry` section; every field is optional and defaulted. */
 export const telemetryConfigSchema = z.strictObject({
+  instanceId: instanceIdSchema.optional(),
   cloudwatchLogs: cloudwatchLogsSchema.prefault({}),
   cloudwatchMetrics: cloudwatchMetricsSchema.prefault({}),
   health: healthSchema.prefault({}),

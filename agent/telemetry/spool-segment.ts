@@ -94,6 +94,27 @@ export function encodeFrame(payload: Buffer, appendedAtMs: number): Buffer {
   return frame;
 }
 
+/**
+ * Frames for `texts[from..to)` (record JSON, `bytes[i]` its UTF-8 length) back to back in one
+ * buffer of `total` bytes, all stamped `appendedAtMs`. Same bytes as concatenating
+ * `encodeFrame` of each, without a buffer and a copy per record (the spool's append path).
+ */
+export function encodeFrames(texts: readonly string[], bytes: readonly number[], from: number, to: number, total: number, appendedAtMs: number): Buffer {
+  const out = Buffer.allocUnsafe(total);
+  let o = 0;
+  for (let i = from; i < to; i++) {
+    const length = bytes[i]!;
+    out.writeUInt32LE(FRAME_MAGIC, o);
+    out.writeUInt32LE(length, o + 8);
+    out.writeDoubleLE(appendedAtMs, o + 12);
+    if (out.write(texts[i]!, o + FRAME_HEADER_BYTES, length, 'utf8') !== length) throw new Error(`record ${i} is not ${length} bytes of UTF-8`);
+    out.writeUInt32LE(crc32(out.subarray(o + 8, o + FRAME_HEADER_BYTES + length)), o + 4);
+    o += FRAME_HEADER_BYTES + length;
+  }
+  if (o !== total) throw new Error(`frames are ${o} bytes, expected ${total}`);
+  return out;
+}
+
 /** What the reader found at a position. */
 export type ScanItem =
   | { kind: 'frame'; pos: number; end: number; payload: Buffer; appendedAtMs: number }

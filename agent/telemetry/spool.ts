@@ -28,7 +28,7 @@ import { UplinkError } from '../../shared/errors.js';
 import { silentLogger, type Logger } from '../../shared/logger.js';
 import type { TelemetryRecord } from '../../shared/telemetry/record.js';
 import { comparePositions, loadCursor, saveCursor, syncDir, type SpoolPosition } from './spool-cursor.js';
-import { FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentReader, encodeFrame, isSegmentHeader, parseSegmentName, segmentHeader, segmentName } from './spool-segment.js';
+import { FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentReader, encodeFrames, isSegmentHeader, parseSegmentName, segmentHeader, segmentName } from './spool-segment.js';
 
 /** When appended data is flushed to stable storage. */
 export type FsyncPolicy = 'always' | 'batch' | 'interval' | 'never';
@@ -55,6 +55,8 @@ export const SPOOL_DEFAULTS = {
   /** Caps on what one `read` may ask for, whatever the relay requests. */
   maxReadRecords: 100_000,
   maxReadBytes: 16 * 1024 * 1024,
+  /** Batches handed out and not yet acknowledged (the one at the cursor and those read ahead). */
+  maxOutstandingBatches: 2,
 } as const;
 
 const optionsSchema = z
@@ -67,6 +69,7 @@ const optionsSchema = z
     maxRecordBytes: z.int().min(64).default(SPOOL_DEFAULTS.maxRecordBytes),
     maxReadRecords: z.int().min(1).default(SPOOL_DEFAULTS.maxReadRecords),
     maxReadBytes: z.int().min(64).default(SPOOL_DEFAULTS.maxReadBytes),
+    maxOutstandingBatches: z.int().min(1).max(16).default(SPOOL_DEFAULTS.maxOutstandingBatches),
     logger: z.custom<Logger>((v) => typeof v === 'object' && v !== null && typeof (v as Logger).warn === 'function').optional(),
     onDrop: z.custom<(event: SpoolDropEvent) => void>((v) => typeof v === 'function').optional(),
   })
@@ -121,6 +124,8 @@ export class SpoolBatch {
     readonly start: SpoolPosition,
     readonly end: SpoolPosition,
     readonly perSegment: ReadonlyMap<number, number>,
+    /** @internal append time of the record right after the batch, when the read saw it. */
+    readonly nextAppendedAtMs: number | undefined = undefined,
   ) {}
 
   get records(): TelemetryRecord[] {
@@ -153,7 +158,12 @@ export class Spool {
   private segments: Segment[] = [];
   private fh: FileHandle | undefined;
   private cursor: SpoolPosition = { seq: 0, offset: SEGMENT_HEADER_BYTES };
-  private outstanding: SpoolBatch | undefined;
+  /**
+   * Batches handed out and not yet acknowledged, in spool order, each starting where the
+   * previous one ends (the first at the cursor when nothing was dropped meanwhile). At most
+   * `maxOutstandingBatches`: the batch at the cursor plus the ones read ahead of it.
+   */
+  private outstanding: SpoolBatch[] = [];
   private records = 0;
   private headAppendedAtMs: number | null = null;
   private dirty = false;
@@ -197,15 +207,24 @@ export class Spool {
    * The oldest unacknowledged records: at most `maxRecords` and about `maxBytes` of JSON
    * (always at least one record when any is pending), both capped by the spool's
    * `maxReadRecords`/`maxReadBytes`. Reading again before `ack` returns the same batch.
+   *
+   * With `after` (the id of an outstanding batch): the records that follow that batch, so a
+   * reader can fetch the next batch while the previous one is still being delivered. Reading
+   * after the same batch again returns the same next batch. At most `maxOutstandingBatches`
+   * may be outstanding at once (each is held in memory until acknowledged).
+   * @throws UplinkError UPLINK_ERR_TELEMETRY_BATCH_UNKNOWN when `after` is not outstanding
+   *   (acknowledged, dropped while the spool was full, or handed out before a restart);
+   *   UPLINK_ERR_TELEMETRY_LIMIT when one more batch would exceed the outstanding limit.
    */
-  read(maxRecords: number, maxBytes: number): Promise<SpoolBatch> {
-    return this.run(() => this.readLocked(maxRecords, maxBytes));
+  read(maxRecords: number, maxBytes: number, after?: string): Promise<SpoolBatch> {
+    return this.run(() => this.readLocked(maxRecords, maxBytes, after));
   }
 
   /**
    * Durably mark a batch as delivered. Acknowledging a batch that is already acknowledged,
    * or whose data was dropped meanwhile, is a no-op; an id that does not describe a batch
-   * starting at or before the cursor throws UPLINK_ERR_TELEMETRY_BATCH_UNKNOWN.
+   * starting at or before the cursor throws UPLINK_ERR_TELEMETRY_BATCH_UNKNOWN: so does a batch
+   * read ahead (`read(..., after)`) acknowledged before the ones in front of it.
    */
   ack(batchId: string): Promise<void> {
     return this.run(() => this.ackLocked(batchId));
@@ -433,17 +452,20 @@ export class Spool {
   private async appendLocked(records: readonly TelemetryRecord[]): Promise<void> {
     if (records.length === 0) return;
     const now = Date.now();
-    const frames: Buffer[] = new Array(records.length);
+    const texts: string[] = new Array(records.length);
+    const sizes: number[] = new Array(records.length);
     let total = 0;
     for (let i = 0; i < records.length; i++) {
-      const payload = Buffer.from(JSON.stringify(records[i]));
-      if (payload.length > this.opts.maxRecordBytes) {
-        throw new UplinkError('UPLINK_ERR_TELEMETRY_LIMIT', `record ${i} is ${payload.length} bytes, over the spool's maxRecordBytes (${this.opts.maxRecordBytes})`, {
+      const text = JSON.stringify(records[i]);
+      const size = Buffer.byteLength(text);
+      if (size > this.opts.maxRecordBytes) {
+        throw new UplinkError('UPLINK_ERR_TELEMETRY_LIMIT', `record ${i} is ${size} bytes, over the spool's maxRecordBytes (${this.opts.maxRecordBytes})`, {
           details: { limit: 'maxRecordBytes', value: this.opts.maxRecordBytes, index: i },
         });
       }
-      frames[i] = encodeFrame(payload, now);
-      total += frames[i]!.length;
+      texts[i] = text;
+      sizes[i] = size;
+      total += FRAME_HEADER_BYTES + size;
     }
     // An append larger than half the spool would evict data written by the same call.
     if (total > this.opts.maxBytes / 2) {
@@ -451,13 +473,13 @@ export class Spool {
     }
     try {
       let i = 0;
-      while (i < frames.length) {
-        if (this.active.size > SEGMENT_HEADER_BYTES && this.active.size + frames[i]!.length > this.opts.segmentBytes) await this.roll();
+      while (i < records.length) {
+        if (this.active.size > SEGMENT_HEADER_BYTES && this.active.size + FRAME_HEADER_BYTES + sizes[i]! > this.opts.segmentBytes) await this.roll();
         let j = i;
         let chunk = 0;
-        while (j < frames.length && (j === i || this.active.size + chunk + frames[j]!.length <= this.opts.segmentBytes)) chunk += frames[j++]!.length;
+        while (j < records.length && (j === i || this.active.size + chunk + FRAME_HEADER_BYTES + sizes[j]! <= this.opts.segmentBytes)) chunk += FRAME_HEADER_BYTES + sizes[j++]!;
         await this.makeRoom(chunk);
-        await this.writeFrames(frames.slice(i, j), chunk);
+        await this.writeFrames(encodeFrames(texts, sizes, i, j, chunk, now), sizes.slice(i, j));
         this.active.unacked += j - i;
         this.records += j - i;
         i = j;
@@ -470,21 +492,25 @@ export class Spool {
     }
   }
 
-  private async writeFrames(frames: Buffer[], bytes: number): Promise<void> {
+  /** Write consecutive frames (payload sizes `sizes`) at the end of the active segment. */
+  private async writeFrames(frames: Buffer, sizes: readonly number[]): Promise<void> {
     const seg = this.active;
     const fh = this.fh!;
     const start = seg.size;
     try {
       if (this.opts.fsync === 'always') {
-        for (const frame of frames) {
+        let o = 0;
+        for (const size of sizes) {
+          const frame = frames.subarray(o, o + FRAME_HEADER_BYTES + size);
           await writeAll(fh, frame, seg.size);
           await fh.datasync();
           seg.size += frame.length;
+          o += frame.length;
         }
         return;
       }
-      await writeAll(fh, frames.length === 1 ? frames[0]! : Buffer.concat(frames, bytes), start);
-      seg.size += bytes;
+      await writeAll(fh, frames, start);
+      seg.size += frames.length;
     } catch (err) {
       // Leave nothing of a failed call behind: the next append must start on a clean
       // boundary, and the caller retries the whole call.
@@ -524,7 +550,7 @@ export class Spool {
         this.cursor = { seq: this.segments[0]!.seq, offset: SEGMENT_HEADER_BYTES };
         moved = true;
       }
-      if (this.outstanding && this.outstanding.start.seq <= victim.seq) this.outstanding = undefined;
+      this.outstanding = this.outstanding.filter((b) => b.start.seq > victim.seq);
       if (victim.unacked > 0 || lostBytes > 0) this.report({ reason: 'full', records: victim.unacked, bytes: lostBytes, segment: victim.seq });
     }
     if (moved) {
@@ -541,22 +567,43 @@ export class Spool {
 
   // ---------------------------------------------------------------- read and ack
 
-  private async readLocked(maxRecords: number, maxBytes: number): Promise<SpoolBatch> {
+  private async readLocked(maxRecords: number, maxBytes: number, after: string | undefined): Promise<SpoolBatch> {
     if (!Number.isSafeInteger(maxRecords) || maxRecords < 1 || !Number.isSafeInteger(maxBytes) || maxBytes < 1) {
       throw new UplinkError('UPLINK_ERR_BAD_REQUEST', `read limits must be positive integers (got ${maxRecords}, ${maxBytes})`);
     }
     const records = Math.min(maxRecords, this.opts.maxReadRecords);
     const bytes = Math.min(maxBytes, this.opts.maxReadBytes);
-    // Same batch again until acknowledged (if it still fits the limits). An empty result is
-    // never pinned: data appended since must show up on the next read.
-    const o = this.outstanding;
-    if (o && o.count > 0 && comparePositions(o.start, this.cursor) === 0 && o.count <= records && (o.encoded.length <= bytes || o.count === 1)) return o;
+    const fits = (b: SpoolBatch): boolean => b.count > 0 && b.count <= records && (b.encoded.length <= bytes || b.count === 1);
+    let from = this.cursor;
+    let index = 0;
+    if (after === undefined) {
+      // Same batch again until acknowledged (if it still fits the limits). An empty result is
+      // never pinned: data appended since must show up on the next read.
+      const first = this.outstanding[0];
+      if (first && comparePositions(first.start, this.cursor) === 0 && fits(first)) return first;
+    } else {
+      const i = this.outstanding.findIndex((b) => b.batchId === after);
+      if (i < 0) {
+        throw new UplinkError('UPLINK_ERR_TELEMETRY_BATCH_UNKNOWN', `batch ${after.slice(0, 80)} is not outstanding (acknowledged, dropped, or the agent restarted): read from the cursor`);
+      }
+      const next = this.outstanding[i + 1];
+      if (next && fits(next)) return next;
+      if (i + 1 >= this.opts.maxOutstandingBatches) {
+        throw new UplinkError('UPLINK_ERR_TELEMETRY_LIMIT', `at most ${this.opts.maxOutstandingBatches} batches may be outstanding; acknowledge ${this.outstanding[0]!.batchId} first`, {
+          details: { limit: 'maxOutstandingBatches', value: this.opts.maxOutstandingBatches },
+        });
+      }
+      from = this.outstanding[i]!.end;
+      index = i + 1;
+    }
+    let batch: SpoolBatch;
     try {
-      this.outstanding = await this.walk(this.cursor, { maxRecords: records, maxBytes: bytes }, true);
+      batch = await this.walk(from, { maxRecords: records, maxBytes: bytes }, true);
     } catch (err) {
       throw spoolError('cannot read the spool', err);
     }
-    return this.outstanding;
+    this.outstanding = batch.count > 0 ? [...this.outstanding.slice(0, index), batch] : this.outstanding.slice(0, index);
+    return batch;
   }
 
   private async ackLocked(batchId: string): Promise<void> {
@@ -565,7 +612,7 @@ export class Spool {
     const start = { seq: Number(m[1]), offset: Number(m[2]) };
     const end = { seq: Number(m[3]), offset: Number(m[4]) };
     if (comparePositions(end, this.cursor) <= 0) return; // acknowledged before, or dropped
-    let batch = this.outstanding?.batchId === batchId ? this.outstanding : undefined;
+    let batch = this.outstanding.find((b) => b.batchId === batchId && comparePositions(b.start, this.cursor) === 0);
     if (!batch) {
       if (comparePositions(start, this.cursor) > 0) {
         throw new UplinkError('UPLINK_ERR_TELEMETRY_BATCH_UNKNOWN', `batch ${batchId} starts after the unacknowledged data (cursor ${batchIdOf(this.cursor, this.cursor)})`);
@@ -581,11 +628,18 @@ export class Spool {
         if (seg) seg.unacked -= n;
       }
       this.records -= batch.count;
-      this.outstanding = undefined;
+      // Batches read ahead of this one stay outstanding (they start at the new cursor).
+      this.outstanding = this.outstanding.filter((b) => comparePositions(b.start, this.cursor) >= 0);
       this.releaseConsumedPosition();
       await saveCursor(this.opts.dir, this.cursor);
       await this.deleteConsumedSegments();
-      await this.refreshHead();
+      // The new head's append time is usually known already (the batch read ahead, or the
+      // record the read stopped at): re-reading it costs a disk read per acknowledgement.
+      const ahead = this.outstanding[0];
+      if (this.records === 0) this.headAppendedAtMs = null;
+      else if (ahead && comparePositions(ahead.start, end) === 0) this.headAppendedAtMs = ahead.oldestAppendedAtMs;
+      else if (batch.nextAppendedAtMs !== undefined && comparePositions(batch.end, end) === 0) this.headAppendedAtMs = batch.nextAppendedAtMs;
+      else await this.refreshHead();
     } catch (err) {
       throw spoolError('cannot save the spool cursor', err);
     }
@@ -601,6 +655,7 @@ export class Spool {
     let count = 0;
     let bytes = 2; // the array brackets
     let oldest: number | null = null;
+    let next: number | undefined;
     let end = from;
     let full = false;
     for (const seg of this.segments) {
@@ -618,6 +673,7 @@ export class Spool {
           } else {
             const add = item.payload.length + (count > 0 ? 1 : 0);
             if (count > 0 && (count >= limits.maxRecords || bytes + add > limits.maxBytes)) {
+              next = item.appendedAtMs;
               full = true;
               break;
             }
@@ -641,7 +697,7 @@ export class Spool {
       throw new UplinkError('UPLINK_ERR_TELEMETRY_BATCH_UNKNOWN', `batch end ${limits.until.seq}.${limits.until.offset} is not a record boundary in the spool`);
     }
     const encoded = collect ? joinPayloads(payloads, bytes) : Buffer.alloc(0);
-    return new SpoolBatch(batchIdOf(from, end), count, encoded, oldest, from, end, perSegment);
+    return new SpoolBatch(batchIdOf(from, end), count, encoded, oldest, from, end, perSegment, next);
   }
 }
 

@@ -1,8 +1,9 @@
 /**
  * The agent's telemetry capability: opens the durable spool in `<stateDir>/spool`, starts
  * the optional OTLP receiver and the collectors (the agent's own health always; CloudWatch
- * logs and metrics only in AWS mode with SteadyState enabled, under the SteadyState role),
- * and serves the relay's pulls and acks (shared/telemetry/pull-protocol.ts).
+ * logs and metrics only in AWS mode with SteadyState enabled and `telemetry.instanceId` set,
+ * under the SteadyState role, for resources tagged with that instance id), and serves the
+ * relay's pulls and acks (shared/telemetry/pull-protocol.ts), including read-ahead pulls.
  *
  * Contracts:
  * - A pull answers with the spool's stored JSON array as the body, untouched: the agent
@@ -36,7 +37,7 @@ export function spoolDir(stateDir: string): string {
   return join(stateDir, 'spool');
 }
 
-/** Validate a pull spec: two positive integers within PULL_LIMITS. */
+/** Validate a pull spec: two positive integers within PULL_LIMITS, and an optional batch id to read after. */
 function parsePullSpec(spec: unknown): PullSpec {
   const s = (spec ?? {}) as Record<string, unknown>;
   const int = (key: keyof PullSpec, max: number): number => {
@@ -47,7 +48,14 @@ function parsePullSpec(spec: unknown): PullSpec {
     return v;
   };
   if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new UplinkError('UPLINK_ERR_BAD_REQUEST', 'telemetry pull needs a spec {maxRecords, maxBytes}');
-  return { maxRecords: int('maxRecords', PULL_LIMITS.maxRecords), maxBytes: int('maxBytes', PULL_LIMITS.maxBytes) };
+  const pull: PullSpec = { maxRecords: int('maxRecords', PULL_LIMITS.maxRecords), maxBytes: int('maxBytes', PULL_LIMITS.maxBytes) };
+  if (s.after !== undefined) {
+    if (typeof s.after !== 'string' || s.after.length === 0 || s.after.length > PULL_LIMITS.maxBatchIdLength) {
+      throw new UplinkError('UPLINK_ERR_BAD_REQUEST', `telemetry pull: after must be a batch id of 1-${PULL_LIMITS.maxBatchIdLength} characters`);
+    }
+    pull.after = s.after;
+  }
+  return pull;
 }
 
 function parseAckSpec(spec: unknown): AckSpec {
@@ -64,10 +72,12 @@ export class TelemetryService {
   private scheduler: CollectorScheduler | undefined;
   /** Dropped records not yet reported to the relay in an acknowledged exchange. */
   private unreportedDrops = 0;
-  /** Drops reported with each outstanding batch id, forgotten on ack. */
+  /** Drops reported with each outstanding batch id (at most two: one read ahead), forgotten on ack. */
   private readonly reportedWith = new Map<string, number>();
   private dropEvents = 0;
   private stopped = false;
+  /** Collectors holding AWS SDK clients, released on stop. */
+  private readonly awsClients: Array<{ close(): void }> = [];
 
   private constructor(
     private readonly agent: Agent,
@@ -120,13 +130,23 @@ export class TelemetryService {
     }
     const collectors: Collector[] = [new HealthCollector({ metrics: this.health, emit, intervalSeconds: cfg.health.intervalSeconds })];
     const aws = this.agent.cfg.aws;
-    if (this.agent.phases.mode === 'aws' && aws && aws.steadyState.enabled) {
-      // Collectors act only under the SteadyState role; the provider re-checks approval on every assume.
-      const access = { credentials: this.agent.phases.internalCredentials('steadyState'), region: aws.region, ...(aws.endpoint ? { endpoint: aws.endpoint } : {}) };
-      const checkpoints = new CheckpointStore(checkpointDir(this.agent.cfg.stateDir));
-      const instanceId = this.agent.identity.applianceId;
-      if (cfg.cloudwatchLogs.enabled) collectors.push(new CloudWatchLogsCollector({ aws: access, instanceId, config: cfg.cloudwatchLogs, checkpoints, emit, logger: this.log }));
-      if (cfg.cloudwatchMetrics.enabled) collectors.push(new CloudWatchMetricsCollector({ aws: access, instanceId, config: cfg.cloudwatchMetrics, checkpoints, emit, logger: this.log }));
+    const wantsCloudWatch = cfg.cloudwatchLogs.enabled || cfg.cloudwatchMetrics.enabled;
+    if (this.agent.phases.mode === 'aws' && aws && aws.steadyState.enabled && wantsCloudWatch) {
+      const instanceId = cfg.instanceId;
+      if (instanceId === undefined) {
+        // Guessing would be worse: the appliance id (apl_…) is on no customer resource, and a
+        // wrong tag value would read nothing while looking healthy.
+        this.log.error('telemetry.instanceId (UPLINK_INSTANCE_ID) is not set: the CloudWatch collectors cannot tell which resources belong to this appliance and stay off');
+      } else {
+        // Collectors act only under the SteadyState role; the provider re-checks approval on every assume.
+        const access = { credentials: this.agent.phases.internalCredentials('steadyState'), region: aws.region, ...(aws.endpoint ? { endpoint: aws.endpoint } : {}) };
+        const checkpoints = new CheckpointStore(checkpointDir(this.agent.cfg.stateDir));
+        const cloud: Array<CloudWatchLogsCollector | CloudWatchMetricsCollector> = [];
+        if (cfg.cloudwatchLogs.enabled) cloud.push(new CloudWatchLogsCollector({ aws: access, instanceId, config: cfg.cloudwatchLogs, checkpoints, emit, logger: this.log }));
+        if (cfg.cloudwatchMetrics.enabled) cloud.push(new CloudWatchMetricsCollector({ aws: access, instanceId, config: cfg.cloudwatchMetrics, checkpoints, emit, logger: this.log }));
+        collectors.push(...cloud);
+        this.awsClients.push(...cloud);
+      }
     }
     this.scheduler = new CollectorScheduler(collectors, { logger: this.log, onError: (name) => this.health.collectorError(name) });
     this.scheduler.start();
@@ -163,8 +183,21 @@ export class TelemetryService {
   private async pull(stream: ServerHttp2Stream, rawSpec: unknown): Promise<void> {
     const spec = parsePullSpec(rawSpec);
     this.health.setConnected(true);
-    const batch = await this.spool.read(spec.maxRecords, spec.maxBytes);
-    const dropped = this.unreportedDrops;
+    const batch = await this.spool.read(spec.maxRecords, spec.maxBytes, spec.after);
+    // The relay gave up meanwhile (timeout, disconnect, shutdown): it pulls this batch again.
+    if (stream.destroyed) return;
+    let dropped: number;
+    if (spec.after === undefined) {
+      // A pull from the start: whatever was reported with batches handed out before is
+      // reported again with this one (those batches will be pulled again).
+      this.reportedWith.clear();
+      dropped = this.unreportedDrops;
+    } else {
+      // Read ahead: only drops not already reported with an outstanding batch.
+      let attached = 0;
+      for (const [id, n] of this.reportedWith) if (id !== batch.batchId) attached += n;
+      dropped = Math.max(0, this.unreportedDrops - attached);
+    }
     if (batch.count === 0) {
       // Nothing to acknowledge: the relay counts these at once, so they are handed over now.
       this.unreportedDrops -= dropped;
@@ -187,10 +220,14 @@ export class TelemetryService {
   private async ack(stream: ServerHttp2Stream, rawSpec: unknown): Promise<void> {
     const { batchId } = parseAckSpec(rawSpec);
     await this.spool.ack(batchId);
-    const reported = this.reportedWith.get(batchId) ?? 0;
-    this.reportedWith.clear();
-    this.unreportedDrops = Math.max(0, this.unreportedDrops - reported);
     this.health.setSpoolBytes(this.spool.stats().bytes);
+    // Acknowledged durably even if the relay stopped waiting (its next ack of this id is a
+    // no-op); it then never saw this answer, so the drops reported with the batch are kept
+    // and reported again with the next pull from the start.
+    if (stream.destroyed) return;
+    const reported = this.reportedWith.get(batchId) ?? 0;
+    this.reportedWith.delete(batchId);
+    this.unreportedDrops = Math.max(0, this.unreportedDrops - reported);
     stream.respond({ ':status': 204 }, { endStream: true });
   }
 
@@ -200,6 +237,7 @@ export class TelemetryService {
     this.stopped = true;
     await this.receiver?.close().catch((err) => this.log.warn({ err: String(err) }, 'OTLP receiver close failed'));
     await this.scheduler?.stop().catch((err) => this.log.warn({ err: String(err) }, 'collector stop failed'));
+    for (const c of this.awsClients) c.close();
     await this.spool.close();
     this.health.close();
   }

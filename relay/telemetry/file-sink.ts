@@ -93,8 +93,8 @@ export class FileSink implements Sink {
   private async write(batch: SinkBatch): Promise<void> {
     const exports = exportRequestsFromRecords(batch.records, applianceResource(batch.appliance));
     if (exports.length === 0) return;
-    const lines = exports.map((e) => Buffer.from(`${JSON.stringify(e.request)}\n`));
-    const data = Buffer.concat(lines);
+    const lines = exports.map((e) => `${JSON.stringify(e.request)}\n`);
+    const data = Buffer.from(lines.length === 1 ? lines[0]! : lines.join(''));
     try {
       if (!this.fh) await this.openFile(); // a failed rotation left no file open
       if (this.size > 0 && this.size + data.length > this.opts.maxFileBytes) await this.rotate();
@@ -113,7 +113,7 @@ export class FileSink implements Sink {
       this.log.error({ err }, 'file sink write failed');
       throw new UplinkError('UPLINK_ERR_TELEMETRY_SINK_FAILED', `sink ${this.name}: cannot write ${this.opts.path}: ${(err as Error).message}`, { cause: err, details: { sink: this.name } });
     }
-    exports.forEach((e, i) => this.observer.sent(this.name, batch.appliance.name, e.signal as SignalKind, e.records, lines[i]!.length));
+    exports.forEach((e, i) => this.observer.sent(this.name, batch.appliance.name, e.signal as SignalKind, e.records, lines.length === 1 ? data.length : Buffer.byteLength(lines[i]!)));
   }
 
   /** path -> path.1 -> ... ; the file beyond maxFiles is deleted. */

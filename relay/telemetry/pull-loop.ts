@@ -7,11 +7,17 @@
  * - End-to-end at-least-once: a batch is acknowledged only after `fanout.send` resolved. A
  *   crash or failure anywhere before the ack means the agent serves the same batch (same
  *   id, same records) to the next pull, so sinks may see it twice; record ids mark repeats.
- * - Backpressure: one batch in flight per agent. A slow sink delays `send`, which delays
- *   the next pull; a failing one makes the loop back off. Relay memory per agent is
- *   bounded by one batch (`maxBatchBytes` plus one record of slack).
+ * - Backpressure: one batch delivered at a time per agent, and one read ahead: while batch
+ *   N goes to the sinks, the pull of N+1 (`after: N`) is already on its way and parsed, so
+ *   the agent's read, the transfer and the parse overlap the sinks' writes and the ack
+ *   instead of following them. A slow sink delays `send`, which delays the next pull; a
+ *   failing one makes the loop back off and throw the read-ahead batch away (it is pulled
+ *   again after N, in order). Acks are sent in spool order. Relay memory per agent is
+ *   bounded by two batches (`maxBatchBytes` plus one record of slack, each).
+ * - An agent that ignores `after` (an older version) answers the same batch again; the
+ *   loop notices the repeated id and stops reading ahead for that connection.
  * - The loop stops when the agent disconnects or the relay closes; the unacknowledged
- *   batch stays in the agent's spool.
+ *   batches stay in the agent's spool.
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http2';
@@ -54,6 +60,11 @@ interface Reply {
   body: Buffer;
 }
 
+/** One pull's answer, checked and parsed. */
+type Pulled =
+  | { kind: 'empty' }
+  | { kind: 'batch'; batchId: string; records: TelemetryRecord[]; bytes: number; dropped: number; oldestMs: number | undefined };
+
 /** Everything one loop needs. */
 export interface PullLoopDeps {
   session: AgentSession;
@@ -74,6 +85,12 @@ export class PullLoop {
   private failures = 0;
   /** Batches acknowledged by this loop (tests and logs). */
   acked = 0;
+  /** Pulls from the start the agent answered with an empty spool: everything before them was acknowledged. */
+  emptyPulls = 0;
+  /** The pull of the batch after the one being delivered, when one is on its way. */
+  private ahead: Promise<Pulled> | undefined;
+  /** False once the agent showed it does not support `after` (it answered the same batch). */
+  private readAhead = true;
 
   constructor(private readonly deps: PullLoopDeps) {}
 
@@ -108,15 +125,71 @@ export class PullLoop {
 
   /** One pull → send → ack round. Resolves true when a batch was delivered (pull again at once). */
   private async step(): Promise<boolean> {
-    const { cfg, metrics, loopMetrics } = this.deps;
+    const { metrics, loopMetrics } = this.deps;
     const appliance = await this.deps.appliance();
-    const spec: PullSpec = { maxRecords: cfg.maxBatchRecords, maxBytes: cfg.maxBatchBytes };
+    let batch = await this.takeAhead();
+    if (!batch) {
+      const fresh = await this.pull(undefined);
+      if (fresh.kind === 'empty') {
+        loopMetrics.backlogAge.set({ appliance: appliance.name }, 0);
+        this.emptyPulls++;
+        return false;
+      }
+      batch = fresh;
+    }
+    if (batch.oldestMs !== undefined) loopMetrics.backlogAge.set({ appliance: appliance.name }, Math.max(0, (Date.now() - batch.oldestMs) / 1000));
+    if (this.readAhead) {
+      const ahead = this.pull(batch.batchId);
+      // Settled here so a failure is never unhandled; takeAhead() looks at the outcome.
+      ahead.catch(() => undefined);
+      this.ahead = ahead;
+    }
+    try {
+      await this.deps.fanout.send({ appliance, records: batch.records, encodedBytes: batch.bytes });
+      this.deps.tail.publish(appliance, batch.records);
+      const ack = await this.request(AGENT_PATHS.telemetryAck, { batchId: batch.batchId }, 64 * 1024);
+      if (ack.status !== 204 && ack.status !== 200) throw agentError(ack);
+    } catch (err) {
+      // Nothing after an undelivered batch may be delivered before it: drop the read-ahead.
+      this.ahead = undefined;
+      throw err;
+    }
+    // Counted only now: an unacknowledged pull reports the same drops again.
+    metrics.agentDropped('agent_spool', batch.dropped);
+    this.acked++;
+    return true;
+  }
+
+  /**
+   * The read-ahead batch, when it arrived intact; undefined means "pull from the start"
+   * (it failed, found nothing yet, or the agent ignored `after`).
+   */
+  private async takeAhead(): Promise<Extract<Pulled, { kind: 'batch' }> | undefined> {
+    const ahead = this.ahead;
+    this.ahead = undefined;
+    if (!ahead) return undefined;
+    let pulled: Pulled;
+    try {
+      pulled = await ahead;
+    } catch (err) {
+      if (this.abort.signal.aborted) throw err;
+      const e = toUplinkError(err);
+      this.deps.log.debug({ code: e.code, err: e.message }, 'telemetry read-ahead failed; pulling from the start');
+      return undefined;
+    }
+    return pulled.kind === 'batch' ? pulled : undefined;
+  }
+
+  /** Pull one batch (`after`: the one following that outstanding batch) and parse it. */
+  private async pull(after: string | undefined): Promise<Pulled> {
+    const { cfg, metrics } = this.deps;
+    const spec: PullSpec = { maxRecords: cfg.maxBatchRecords, maxBytes: cfg.maxBatchBytes, ...(after !== undefined ? { after } : {}) };
     const reply = await this.request(AGENT_PATHS.telemetryPull, spec, cfg.maxBatchBytes + PULL_BODY_SLACK_BYTES);
     const dropped = headerInt(reply.headers, TELEMETRY_HEADERS.spoolDropped) ?? 0;
     if (reply.status === 204) {
+      // The agent hands these over with an empty answer: count them now.
       metrics.agentDropped('agent_spool', dropped);
-      loopMetrics.backlogAge.set({ appliance: appliance.name }, 0);
-      return false;
+      return { kind: 'empty' };
     }
     if (reply.status !== 200) throw agentError(reply);
     const batchId = reply.headers[TELEMETRY_HEADERS.batchId];
@@ -124,18 +197,15 @@ export class PullLoop {
     if (typeof batchId !== 'string' || batchId.length === 0 || count === undefined) {
       throw new UplinkError('UPLINK_ERR_TELEMETRY_PULL_FAILED', 'agent answered a pull without batch id or record count');
     }
+    if (after !== undefined && batchId === after) {
+      // An agent without read-ahead answers the batch at its cursor: the one being delivered.
+      this.readAhead = false;
+      this.deps.log.info('the agent does not read ahead; pulling one batch at a time');
+      throw new UplinkError('UPLINK_ERR_TELEMETRY_PULL_FAILED', 'agent answered a read-ahead pull with the same batch');
+    }
     const oldestMs = headerInt(reply.headers, TELEMETRY_HEADERS.oldestMs);
-    if (oldestMs !== undefined) loopMetrics.backlogAge.set({ appliance: appliance.name }, Math.max(0, (Date.now() - oldestMs) / 1000));
     const records = markIds(parseRecords(reply.body, count, cfg.maxBatchRecords));
-
-    await this.deps.fanout.send({ appliance, records, encodedBytes: reply.body.length });
-    this.deps.tail.publish(appliance, records);
-    const ack = await this.request(AGENT_PATHS.telemetryAck, { batchId }, 64 * 1024);
-    if (ack.status !== 204 && ack.status !== 200) throw agentError(ack);
-    // Counted only now: an unacknowledged pull reports the same drops again.
-    metrics.agentDropped('agent_spool', dropped);
-    this.acked++;
-    return true;
+    return { kind: 'batch', batchId, records, bytes: reply.body.length, dropped, oldestMs };
   }
 
   /** One request/response on the agent's tunnel, body bounded by `maxBody`. */
@@ -199,9 +269,21 @@ export const RECORD_ID_ATTRIBUTE = 'uplink.record.id';
 function markIds(records: TelemetryRecord[]): TelemetryRecord[] {
   for (const r of records) {
     if (r.signal === 'metrics') continue;
-    const attrs = Array.isArray(r.payload.attributes) ? (r.payload.attributes as Array<{ key?: unknown }>) : [];
-    if (attrs.some((a) => a?.key === RECORD_ID_ATTRIBUTE)) continue;
-    r.payload.attributes = [...attrs, { key: RECORD_ID_ATTRIBUTE, value: { stringValue: r.id } }];
+    // The records were just parsed from the pull body: this loop owns them, so the
+    // attribute list is extended in place rather than copied.
+    const attrs = r.payload.attributes;
+    if (!Array.isArray(attrs)) {
+      r.payload.attributes = [{ key: RECORD_ID_ATTRIBUTE, value: { stringValue: r.id } }];
+      continue;
+    }
+    let marked = false;
+    for (const a of attrs as Array<{ key?: unknown } | null>) {
+      if (a?.key === RECORD_ID_ATTRIBUTE) {
+        marked = true;
+        break;
+      }
+    }
+    if (!marked) attrs.push({ key: RECORD_ID_ATTRIBUTE, value: { stringValue: r.id } });
   }
   return records;
 }

@@ -42,22 +42,70 @@ export interface FromExportOptions {
   maxRecords?: number;
 }
 
-/** JSON with object keys sorted at every level: the same value always gives the same text. */
+/**
+ * JSON with object keys sorted at every level: the same value always gives the same text.
+ * Keys whose value is undefined are left out; undefined in an array, and values JSON has no
+ * text for (functions, symbols), are written as null. Strings and numbers are written by
+ * JSON.stringify. Hot on the agent (one call per received record), hence the plain loops.
+ */
 export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v === undefined ? null : v)).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const keys = Object.keys(value as object)
-      .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
-      .sort();
-    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`;
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) {
+      if (i > 0) out += ',';
+      const v: unknown = value[i];
+      out += v === undefined ? 'null' : canonicalJson(v);
+    }
+    return `${out}]`;
   }
-  return JSON.stringify(value) ?? 'null';
+  const obj = value as Record<string, unknown>;
+  const keys = Object.keys(obj);
+  if (keys.length > 1) keys.sort();
+  let out = '{';
+  let first = true;
+  for (const key of keys) {
+    const v = obj[key];
+    if (v === undefined) continue;
+    if (!first) out += ',';
+    first = false;
+    out += keyText(key);
+    out += typeof v === 'string' ? JSON.stringify(v) : canonicalJson(v);
+  }
+  return `${out}}`;
+}
+
+/** `"key":` texts already made: OTLP objects reuse a few dozen field names. */
+const KEY_TEXTS = new Map<string, string>();
+/** Bound on KEY_TEXTS: keys beyond it (arbitrary input) are simply not cached. */
+const MAX_KEY_TEXTS = 1024;
+
+function keyText(key: string): string {
+  let text = KEY_TEXTS.get(key);
+  if (text === undefined) {
+    text = `${JSON.stringify(key)}:`;
+    if (KEY_TEXTS.size < MAX_KEY_TEXTS) KEY_TEXTS.set(key, text);
+  }
+  return text;
 }
 
 /** The stable id of a record: SHA-256 (hex) of its canonical content, excluding `id`, `source` and `timeUnixNano` (derived). */
 export function recordId(record: Omit<TelemetryRecord, 'id' | 'source' | 'timeUnixNano'>): string {
   const content = { signal: record.signal, resource: record.resource, scope: record.scope, scopeVersion: record.scopeVersion, payload: record.payload };
   return createHash('sha256').update(canonicalJson(content)).digest('hex');
+}
+
+/**
+ * `recordId` for many records sharing signal, resource and scope: the canonical text of
+ * everything but the payload is built once. The result is the same text `recordId` hashes,
+ * because the content's keys sort as payload, resource, scope, scopeVersion, signal.
+ */
+function recordIdsFor(signal: SignalKind, resource: Record<string, AttributeValue>, scope: string | undefined, scopeVersion: string | undefined): (payload: OtlpObject) => string {
+  let tail = `,"resource":${canonicalJson(resource)}`;
+  if (scope !== undefined) tail += `,"scope":${JSON.stringify(scope)}`;
+  if (scopeVersion !== undefined) tail += `,"scopeVersion":${JSON.stringify(scopeVersion)}`;
+  tail += `,"signal":${JSON.stringify(signal)}}`;
+  return (payload) => createHash('sha256').update(`{"payload":${canonicalJson(payload)}${tail}`).digest('hex');
 }
 
 /** An OTLP AnyValue as a plain JS value (used to flatten complex attributes to strings). */
@@ -128,23 +176,26 @@ export function recordsFromExportRequest(signal: SignalKind, request: OtlpObject
   const max = opts.maxRecords ?? Number.POSITIVE_INFINITY;
   const { scopes: scopesKey, items: itemsKey } = KEYS[signal];
   const out: TelemetryRecord[] = [];
-  const push = (resource: Record<string, AttributeValue>, scope: OtlpObject | undefined, payload: OtlpObject, time: string | undefined): void => {
+  const push = (group: { resource: Record<string, AttributeValue>; scope: string | undefined; scopeVersion: string | undefined; idOf: (payload: OtlpObject) => string }, payload: OtlpObject, time: string | undefined): void => {
     if (out.length >= max) {
       throw new UplinkError('UPLINK_ERR_TELEMETRY_LIMIT', `an OTLP ${signal} request holds more than ${max} records`, { details: { limit: 'maxRecordsPerRequest', value: max } });
     }
-    const base: Omit<TelemetryRecord, 'id' | 'source' | 'timeUnixNano'> = { signal, resource, payload };
-    if (typeof scope?.name === 'string' && scope.name !== '') base.scope = scope.name;
-    if (typeof scope?.version === 'string' && scope.version !== '') base.scopeVersion = scope.version;
-    out.push({ id: recordId(base), source, timeUnixNano: time ?? received, ...base });
+    const record: TelemetryRecord = { id: group.idOf(payload), source, timeUnixNano: time ?? received, signal, resource: group.resource, payload };
+    if (group.scope !== undefined) record.scope = group.scope;
+    if (group.scopeVersion !== undefined) record.scopeVersion = group.scopeVersion;
+    out.push(record);
   };
   for (const rs of asList(request[requestListKey(signal)])) {
     const resource = attributesFromOtlp((rs.resource as OtlpObject | undefined)?.attributes);
     for (const ss of asList(rs[scopesKey])) {
       const scope = ss.scope as OtlpObject | undefined;
+      const name = typeof scope?.name === 'string' && scope.name !== '' ? scope.name : undefined;
+      const version = typeof scope?.version === 'string' && scope.version !== '' ? scope.version : undefined;
+      const group = { resource, scope: name, scopeVersion: version, idOf: recordIdsFor(signal, resource, name, version) };
       for (const item of asList(ss[itemsKey])) {
-        if (signal === 'logs') push(resource, scope, item, nonZeroTime(item.timeUnixNano, item.observedTimeUnixNano));
-        else if (signal === 'traces') push(resource, scope, item, nonZeroTime(item.startTimeUnixNano, item.endTimeUnixNano));
-        else for (const single of splitMetric(item)) push(resource, scope, single.metric, single.time);
+        if (signal === 'logs') push(group, item, nonZeroTime(item.timeUnixNano, item.observedTimeUnixNano));
+        else if (signal === 'traces') push(group, item, nonZeroTime(item.startTimeUnixNano, item.endTimeUnixNano));
+        else for (const single of splitMetric(item)) push(group, single.metric, single.time);
       }
     }
   }
@@ -188,20 +239,31 @@ export function exportRequestsFromRecords(records: readonly TelemetryRecord[], e
   const out: SignalExport[] = [];
   for (const signal of SIGNALS) {
     const { scopes: scopesKey, items: itemsKey } = KEYS[signal];
-    // resource key -> scope key -> items (Map keeps first-seen order).
-    const resources = new Map<string, { resource: Record<string, AttributeValue>; scopes: Map<string, { scope: OtlpObject | undefined; items: OtlpObject[]; streams: Map<string, OtlpObject> }> }>();
+    // canonical resource key -> scope key -> items (Map keeps first-seen order).
+    const resources = new Map<string, ResourceGroup>();
+    // The canonical key costs a sort and a walk per record; records of one source share one
+    // resource spelled the same way, so its plain JSON text finds the group first.
+    const byText = new Map<string, ResourceGroup>();
     let count = 0;
     for (const record of records) {
       if (record.signal !== signal) continue;
       count++;
-      const resource = { ...record.resource, ...extraResource };
-      const rKey = canonicalJson(resource);
-      let r = resources.get(rKey);
-      if (!r) resources.set(rKey, (r = { resource, scopes: new Map() }));
-      const scope = record.scope === undefined ? undefined : record.scopeVersion === undefined ? { name: record.scope } : { name: record.scope, version: record.scopeVersion };
-      const sKey = canonicalJson(scope ?? null);
+      const text = JSON.stringify(record.resource);
+      let r = byText.get(text);
+      if (!r) {
+        const resource = { ...record.resource, ...extraResource };
+        const rKey = canonicalJson(resource);
+        r = resources.get(rKey);
+        if (!r) resources.set(rKey, (r = { resource, scopes: new Map() }));
+        byText.set(text, r);
+      }
+      // A scope is at most a name and a version: this key is exact without sorting.
+      const sKey = record.scope === undefined ? '' : JSON.stringify([record.scope, record.scopeVersion ?? null]);
       let s = r.scopes.get(sKey);
-      if (!s) r.scopes.set(sKey, (s = { scope, items: [], streams: new Map() }));
+      if (!s) {
+        const scope = record.scope === undefined ? undefined : record.scopeVersion === undefined ? { name: record.scope } : { name: record.scope, version: record.scopeVersion };
+        r.scopes.set(sKey, (s = { scope, items: [], streams: new Map() }));
+      }
       if (signal !== 'metrics') {
         s.items.push(record.payload);
         continue;
@@ -216,6 +278,17 @@ export function exportRequestsFromRecords(records: readonly TelemetryRecord[], e
     out.push({ signal, request: { [requestListKey(signal)]: list }, records: count });
   }
   return out;
+}
+
+interface ScopeGroup {
+  scope: OtlpObject | undefined;
+  items: OtlpObject[];
+  streams: Map<string, OtlpObject>;
+}
+
+interface ResourceGroup {
+  resource: Record<string, AttributeValue>;
+  scopes: Map<string, ScopeGroup>;
 }
 
 /** Append a one-point Metric to its stream's Metric in `s`, or start a new stream. */

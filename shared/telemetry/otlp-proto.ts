@@ -147,8 +147,33 @@ function base64ToHex(b64: string): string {
   return Buffer.from(b64, 'base64').toString('hex');
 }
 
+/**
+ * Like `mapIds(value, base64ToHex)` but rewriting the ids in place: used on toObject's
+ * output, a fresh tree nobody else holds, where a copy would only make garbage (this runs
+ * once per received record on the agent).
+ */
+function idsToHexInPlace(value: unknown, depth: number): void {
+  if (depth > OTLP_MAX_NESTING) throw invalid(`OTLP document nested deeper than ${OTLP_MAX_NESTING} levels`);
+  if (value === null || typeof value !== 'object') return;
+  if (Array.isArray(value)) {
+    for (const v of value) idsToHexInPlace(v, depth + 1);
+    return;
+  }
+  const obj = value as Record<string, unknown>;
+  for (const key of Object.keys(obj)) {
+    const v = obj[key];
+    if (typeof v === 'string') {
+      if (HEX_ID_KEYS.has(key)) obj[key] = base64ToHex(v);
+    } else if (v !== null && typeof v === 'object') {
+      idsToHexInPlace(v, depth + 1);
+    }
+  }
+}
+
 function messageToJson(type: protobuf.Type, message: protobuf.Message): OtlpObject {
-  return mapIds(type.toObject(message, TO_OBJECT), base64ToHex, 0) as OtlpObject;
+  const json = type.toObject(message, TO_OBJECT);
+  idsToHexInPlace(json, 0);
+  return json;
 }
 
 /** OTLP/JSON object -> protobuf message, rejecting wrongly typed fields. */

@@ -13,6 +13,10 @@ import { cpus, totalmem, tmpdir, release } from 'node:os';
 import { join } from 'node:path';
 import { VERSION } from '../../shared/version.js';
 import { runFleetCases, type CaseResult } from './agents-cases.js';
+import { runTelemetryCases, telemetryOptsFromEnv } from './telemetry-cases.js';
+import { forwardOptsFromEnv, runForwardCases } from './forward-cases.js';
+import { runShellCases, shellOptsFromEnv } from './shell-cases.js';
+import { deployOptsFromEnv, runDeployCases } from './deploy-cases.js';
 
 const env = process.env;
 const num = (name: string, def: number) => (env[name] ? Number(env[name]) : def);
@@ -27,6 +31,10 @@ const GROUPS: Record<string, (dir: string) => Promise<CaseResult[]>> = {
       heartbeatMs: num('BENCH_HEARTBEAT_MS', 15000),
       ...(env.BENCH_DATABASE_URL ? { databaseUrl: env.BENCH_DATABASE_URL } : {}),
     }),
+  telemetry: (dir) => runTelemetryCases(dir, telemetryOptsFromEnv()),
+  forward: (dir) => runForwardCases(dir, forwardOptsFromEnv()),
+  shell: (dir) => runShellCases(dir, shellOptsFromEnv()),
+  deploy: (dir) => runDeployCases(dir, deployOptsFromEnv()),
 };
 
 async function main(): Promise<void> {

@@ -397,6 +397,7 @@ t.test('stack created in moto: what exists', requireTools(['aws']), async (t) =>
       UPLINK_ROLE_OPERATE_ARN: arn('operate'),
       UPLINK_RELEASE_KEYS: RELEASE_KEYS,
       UPLINK_IDENTITY_SSM_PARAMETER: `/uplink/${id}/agent-identity`,
+      UPLINK_INSTANCE_ID: id,
     }, 'exact environment; no pin when none was given');
     t.same(c.secrets, [{ name: 'UPLINK_ENROLLMENT_TOKEN', valueFrom: `uplink/${id}/enrollment-token` }]);
     t.notMatch(JSON.stringify(td), TOKEN, 'the token never appears in the task definition');

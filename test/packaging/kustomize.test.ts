@@ -135,7 +135,7 @@ t.test('agent base', requireTools(['kubectl']), async (t) => {
 
   const cm = objects.find((o) => o.kind === 'ConfigMap') as unknown as { data: Record<string, string> };
   t.same(Object.keys(cm.data).sort(), [
-    'UPLINK_AWS_REGION', 'UPLINK_IDENTITY_SSM_PARAMETER', 'UPLINK_RELAY_URL', 'UPLINK_RELEASE_KEYS',
+    'UPLINK_AWS_REGION', 'UPLINK_IDENTITY_SSM_PARAMETER', 'UPLINK_INSTANCE_ID', 'UPLINK_RELAY_URL', 'UPLINK_RELEASE_KEYS',
     'UPLINK_ROLE_DEPLOY_ARN', 'UPLINK_ROLE_INSTALL_ARN', 'UPLINK_ROLE_OPERATE_ARN', 'UPLINK_ROLE_STEADYSTATE_ARN', 'UPLINK_STATE_DIR',
   ]);
 

@@ -162,6 +162,7 @@ resource "aws_ecs_task_definition" "agent" {
       { name = "UPLINK_ROLE_OPERATE_ARN", value = aws_iam_role.operate.arn },
       { name = "UPLINK_RELEASE_KEYS", value = jsonencode(var.release_public_keys) },
       { name = "UPLINK_IDENTITY_SSM_PARAMETER", value = local.identity_parameter_name },
+      { name = "UPLINK_INSTANCE_ID", value = var.instance_id },
       ], var.relay_certificate_pin == "" ? [] : [
       { name = "UPLINK_RELAY_PIN", value = var.relay_certificate_pin },
     ])

@@ -1,5 +1,9 @@
 import t from 'tap';
 import { DEFAULT_METRICS, TELEMETRY_DEFAULTS, parseTelemetryConfig, telemetryConfigSchema } from '../../../agent/telemetry/config.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadAgentConfig } from '../../../agent/config.js';
 
 t.test('an absent or empty section yields every default', async (t) => {
   const cfg = parseTelemetryConfig(undefined);
@@ -51,6 +55,9 @@ t.test('bad values are refused with the field named', async (t) => {
     [{ otlpReceiver: { port: 70000 } }, 'telemetry.otlpReceiver.port'],
     [{ spool: { maxBytes: 1000, segmentBytes: 2000 } }, 'telemetry.spool.maxBytes'],
     [{ health: 'often' }, 'telemetry.health'],
+    [{ instanceId: '' }, 'telemetry.instanceId'],
+    [{ instanceId: 'acme prod' }, 'telemetry.instanceId'],
+    [{ instanceId: 'x'.repeat(129) }, 'telemetry.instanceId'],
     ['yes', 'telemetry'],
   ];
   for (const [input, field] of bad) {
@@ -65,4 +72,24 @@ t.test('the defaults object is not shared with parsed configs', async (t) => {
   t.not(a.cloudwatchMetrics.metrics, DEFAULT_METRICS);
   t.ok(Object.isFrozen(DEFAULT_METRICS[0]) && Object.isFrozen(TELEMETRY_DEFAULTS.cloudwatchLogs.logGroupPatterns), 'shared defaults are immutable');
   t.notOk(Object.isFrozen(telemetryConfigSchema.parse({}).cloudwatchLogs.logGroupPatterns), 'the raw schema output is a fresh copy');
+});
+
+t.test('the instance id: absent by default, from the file or UPLINK_INSTANCE_ID (which wins)', async (t) => {
+  t.equal(parseTelemetryConfig({}).instanceId, undefined, 'no default: the appliance id is never used in its place');
+  t.equal(parseTelemetryConfig({ instanceId: 'acme-prod' }).instanceId, 'acme-prod');
+  t.equal(parseTelemetryConfig({ instanceId: 'i-0abc:eu.1_x' }).instanceId, 'i-0abc:eu.1_x', 'the characters the relay accepts for an instance id');
+  const base = { UPLINK_RELAY_URL: 'http://127.0.0.1:1', UPLINK_STATE_DIR: '/nonexistent-state' };
+  t.equal(loadAgentConfig(base).telemetry.instanceId, undefined);
+  const env = loadAgentConfig({ ...base, UPLINK_INSTANCE_ID: 'acme-prod' }).telemetry;
+  t.equal(env.instanceId, 'acme-prod');
+  t.equal(env.cloudwatchLogs.tagKey, 'instance-id', 'the rest of the section keeps its defaults');
+  t.throws(() => loadAgentConfig({ ...base, UPLINK_INSTANCE_ID: 'has space' }), { code: 'UPLINK_ERR_CONFIG_INVALID', message: /telemetry\.instanceId/ });
+  const dir = mkdtempSync(join(tmpdir(), 'uplink-telcfg-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'agent.json');
+  writeFileSync(file, JSON.stringify({ telemetry: { instanceId: 'from-file', cloudwatchLogs: { pollSeconds: 5 } } }));
+  t.equal(loadAgentConfig({ ...base, UPLINK_CONFIG: file }).telemetry.instanceId, 'from-file');
+  const merged = loadAgentConfig({ ...base, UPLINK_CONFIG: file, UPLINK_INSTANCE_ID: 'from-env' }).telemetry;
+  t.equal(merged.instanceId, 'from-env', 'the environment wins');
+  t.equal(merged.cloudwatchLogs.pollSeconds, 5, 'and the file\'s other telemetry keys stay');
 });

@@ -2,7 +2,7 @@ import t, { type Test } from 'tap';
 import { readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Spool, type SpoolDropEvent, type SpoolOptions } from '../../../agent/telemetry/spool.js';
-import { FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, segmentName } from '../../../agent/telemetry/spool-segment.js';
+import { FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, encodeFrame, encodeFrames, segmentName } from '../../../agent/telemetry/spool-segment.js';
 import type { TelemetryRecord } from '../../../shared/telemetry/record.js';
 import { isUplinkError } from '../../../shared/errors.js';
 
@@ -169,6 +169,61 @@ t.test('spool full while a batch is outstanding: its ack is a no-op, nothing is 
   t.equal(next.records[0]!.id, `id-${spool.stats().droppedRecords}`);
 });
 
+t.test('read ahead: the batch after an outstanding one, stable until acknowledged in order', async (t) => {
+  const spool = await openSpool(t, t.testdir());
+  const input = range(0, 10).map((i) => rec(i));
+  await spool.append(input);
+  const first = await spool.read(3, 1 << 20);
+  const second = await spool.read(3, 1 << 20, first.batchId);
+  t.same(ids(second.records), ids(input.slice(3, 6)), 'the records right after the first batch');
+  t.equal(second.batchId.split('-')[0], first.batchId.split('-')[1], 'it starts where the first ends');
+  t.equal((await spool.read(3, 1 << 20, first.batchId)).batchId, second.batchId, 'reading after the same batch again: the same batch');
+  t.equal((await spool.read(3, 1 << 20)).batchId, first.batchId, 'a read from the start still returns the first batch');
+  await t.rejects(spool.read(3, 1 << 20, second.batchId), { code: 'UPLINK_ERR_TELEMETRY_LIMIT', details: { limit: 'maxOutstandingBatches', value: 2 } }, 'no third outstanding batch');
+  await t.rejects(spool.read(3, 1 << 20, '1.16-1.17'), { code: 'UPLINK_ERR_TELEMETRY_BATCH_UNKNOWN' }, 'after a batch never handed out');
+
+  await spool.ack(first.batchId);
+  t.equal(spool.stats().records, 7);
+  t.equal((await spool.read(3, 1 << 20)).batchId, second.batchId, 'after the ack the read-ahead batch is the one at the cursor');
+  await t.rejects(spool.read(3, 1 << 20, first.batchId), { code: 'UPLINK_ERR_TELEMETRY_BATCH_UNKNOWN' }, 'after an acknowledged batch');
+  const third = await spool.read(3, 1 << 20, second.batchId);
+  t.same(ids(third.records), ids(input.slice(6, 9)));
+  await spool.ack(second.batchId);
+  await spool.ack(third.batchId);
+  const last = await spool.read(100, 1 << 20);
+  t.same(ids(last.records), ['id-9']);
+  const none = await spool.read(100, 1 << 20, last.batchId);
+  t.equal(none.count, 0, 'nothing after the last batch yet');
+  await spool.append([rec(10)]);
+  t.same(ids((await spool.read(100, 1 << 20, last.batchId)).records), ['id-10'], 'an empty read ahead is not pinned');
+});
+
+t.test('read ahead: a batch acknowledged before the one ahead of it is refused, nothing moves', async (t) => {
+  const spool = await openSpool(t, t.testdir());
+  await spool.append(range(0, 6).map((i) => rec(i)));
+  const first = await spool.read(2, 1 << 20);
+  const second = await spool.read(2, 1 << 20, first.batchId);
+  await t.rejects(spool.ack(second.batchId), { code: 'UPLINK_ERR_TELEMETRY_BATCH_UNKNOWN' });
+  t.equal(spool.stats().records, 6, 'nothing acknowledged');
+  await spool.ack(first.batchId);
+  await spool.ack(second.batchId);
+  t.same(ids((await spool.read(10, 1 << 20)).records), ['id-4', 'id-5'], 'in order, both acknowledge');
+});
+
+t.test('read ahead: a batch dropped while the spool is full is no longer outstanding', async (t) => {
+  const spool = await openSpool(t, t.testdir(), { segmentBytes: 2048, maxBytes: 4096, maxRecordBytes: 512 });
+  await spool.append(range(0, 5).map((i) => rec(i, 40)));
+  await spool.append(range(5, 10).map((i) => rec(i, 40)));
+  const first = await spool.read(5, 1 << 20);
+  const second = await spool.read(5, 1 << 20, first.batchId);
+  for (let i = 10; i < 100; i += 5) await spool.append(range(i, i + 5).map((n) => rec(n, 40)));
+  t.ok(spool.stats().droppedRecords >= 10, 'both batches were dropped');
+  await t.rejects(spool.read(5, 1 << 20, first.batchId), { code: 'UPLINK_ERR_TELEMETRY_BATCH_UNKNOWN' });
+  await t.rejects(spool.read(5, 1 << 20, second.batchId), { code: 'UPLINK_ERR_TELEMETRY_BATCH_UNKNOWN' });
+  const fresh = await spool.read(5, 1 << 20);
+  t.equal(fresh.records[0]!.id, `id-${spool.stats().droppedRecords}`, 'a read from the start resumes at the oldest record kept');
+});
+
 t.test('torn tail: a write cut mid-record is truncated, reported, and appends continue cleanly', async (t) => {
   const dir = t.testdir();
   const input = range(0, 5).map((i) => rec(i));
@@ -310,4 +365,51 @@ t.test('stats report the oldest unacknowledged append time', async (t) => {
   const oldest = spool.stats().oldestAppendedAtMs!;
   t.ok(oldest >= before && oldest <= after);
   t.equal((await spool.read(1, 1 << 20)).oldestAppendedAtMs, oldest);
+});
+
+t.test('after an ack the oldest append time is the next record\'s, however the batch was read', async (t) => {
+  const spool = await openSpool(t, t.testdir());
+  // Four groups of three records, appended at distinguishable times.
+  const when: Array<[number, number]> = [];
+  for (let g = 0; g < 4; g++) {
+    const before = Date.now();
+    await spool.append(range(g * 3, g * 3 + 3).map((n) => rec(n)));
+    when.push([before, Date.now()]);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const inGroup = (g: number, what: string): void => {
+    const at = spool.stats().oldestAppendedAtMs;
+    t.ok(at !== null && at >= when[g]![0] && at <= when[g]![1], `${what}: group ${g}'s time (${at} in ${when[g]!.join('..')})`);
+  };
+  inGroup(0, 'before any ack');
+
+  const groupBytes = Buffer.byteLength(JSON.stringify(range(0, 3).map((n) => rec(n))));
+  const a = await spool.read(100, groupBytes);
+  t.equal(a.count, 3, 'cut by maxBytes (the read looked at the next record)');
+  await spool.ack(a.batchId);
+  inGroup(1, 'after a batch cut by maxBytes');
+
+  const b = await spool.read(3, 1 << 20);
+  const c = await spool.read(3, 1 << 20, b.batchId);
+  await spool.ack(b.batchId);
+  inGroup(2, 'after a batch with one read ahead behind it');
+  t.equal(spool.stats().oldestAppendedAtMs, c.oldestAppendedAtMs);
+
+  await spool.ack(c.batchId);
+  inGroup(3, 'after a batch cut by maxRecords (read from disk)');
+  const d = await spool.read(2, 1 << 20);
+  await spool.ack(d.batchId);
+  inGroup(3, 'the last record of a group');
+  await spool.ack((await spool.read(100, 1 << 20)).batchId);
+  t.equal(spool.stats().oldestAppendedAtMs, null, 'empty: no time');
+});
+
+t.test('frames encoded together are byte for byte the frames encoded one by one', async (t) => {
+  const texts = ['{"a":1}', '{"b":"h\u00e9llo \u2603 \ud83d\ude00"}', '{}'];
+  const sizes = texts.map((x) => Buffer.byteLength(x));
+  const one = Buffer.concat(texts.map((x) => encodeFrame(Buffer.from(x), 1234.5)));
+  t.same(encodeFrames(texts, sizes, 0, 3, one.length, 1234.5), one);
+  const tail = Buffer.concat(texts.slice(1).map((x) => encodeFrame(Buffer.from(x), 7)));
+  t.same(encodeFrames(texts, sizes, 1, 3, tail.length, 7), tail, 'a sub-range');
+  t.throws(() => encodeFrames(texts, sizes, 0, 3, one.length + 1, 1), /expected/, 'a wrong total is refused');
 });

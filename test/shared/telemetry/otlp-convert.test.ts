@@ -154,3 +154,58 @@ t.test('records -> one request per signal, grouped by resource and scope; relay 
   );
   t.same((records[1]!.payload.sum as { dataPoints: unknown[] }).dataPoints.length, 1, 'merging does not alter the input records');
 });
+
+t.test('canonical JSON: arrays, odd values and key order match the reference definition', async (t) => {
+  t.equal(canonicalJson([1, undefined, 'a', null, () => 1]), '[1,null,"a",null,null]', 'undefined and functions in arrays are null');
+  t.equal(canonicalJson({ f: () => 1, u: undefined, n: null }), '{"f":null,"n":null}', 'undefined keys dropped, functions null');
+  t.equal(canonicalJson({ B: 1, a: 2, Ä: 3, '10': 4, '9': 5 }), '{"10":4,"9":5,"B":1,"a":2,"Ä":3}', 'keys sorted by UTF-16 code units');
+  t.equal(canonicalJson({ 'q"k': 'line\nbreak \u2028', e: {}, l: [] }), '{"e":{},"l":[],"q\\"k":"line\\nbreak \u2028"}', 'strings escaped as JSON.stringify does');
+  t.equal(canonicalJson(1.5e300), '1.5e+300');
+  t.equal(canonicalJson(undefined), 'null');
+});
+
+t.test('ids of records split from a request equal recordId of each record', async (t) => {
+  const logs = recordsFromExportRequest('logs', {
+    resourceLogs: [
+      {
+        resource: { attributes: [kv('z', { stringValue: '1' }), kv('a', { intValue: '2' })] },
+        scopeLogs: [
+          { scope: { name: 'lib', version: '1.0' }, logRecords: [{ timeUnixNano: '5', body: { stringValue: 'x' }, attributes: [kv('k', { boolValue: true })] }] },
+          { scope: { name: 'lib' }, logRecords: [{ timeUnixNano: '6', body: { stringValue: 'x' } }] },
+          { scope: { name: '', version: '2' }, logRecords: [{ timeUnixNano: '7', body: { stringValue: 'x' } }] },
+          { logRecords: [{ timeUnixNano: '8', body: { stringValue: 'x' } }] },
+        ],
+      },
+      { scopeLogs: [{ logRecords: [{ observedTimeUnixNano: '9', body: { kvlistValue: { values: [kv('b', { stringValue: 'y' }), kv('a', { stringValue: 'x' })] } } }] }] },
+    ],
+  });
+  const metrics = recordsFromExportRequest('metrics', {
+    resourceMetrics: [{ scopeMetrics: [{ scope: { name: 'm' }, metrics: [{ name: 'cpu', gauge: { dataPoints: [{ timeUnixNano: '1', asDouble: 1 }, { timeUnixNano: '2', asDouble: 2 }] } }] }] }],
+  });
+  const traces = recordsFromExportRequest('traces', {
+    resourceSpans: [{ resource: { attributes: [kv('svc', { stringValue: 's' })] }, scopeSpans: [{ spans: [{ traceId: 'ab', spanId: 'cd', name: 'op', startTimeUnixNano: '3' }] }] }],
+  });
+  const all = [...logs, ...metrics, ...traces];
+  t.equal(all.length, 8);
+  for (const r of all) t.equal(r.id, recordId(r), `${r.signal} ${r.timeUnixNano}`);
+  t.equal(new Set(all.map((r) => r.id)).size, all.length, 'different scope, version or resource: different ids');
+  t.same(logs.map((r) => [r.scope, r.scopeVersion]), [['lib', '1.0'], ['lib', undefined], [undefined, '2'], [undefined, undefined], [undefined, undefined]]);
+});
+
+t.test('grouping by scope keeps name and version apart', async (t) => {
+  const body = (s: string) => ({ body: { stringValue: s } });
+  const records = [rec('logs', { a: 'x' }, body('1'), 'lib'), rec('logs', { a: 'x' }, body('2')), rec('logs', { a: 'x' }, body('3'), 'lib'), rec('logs', { a: 'x' }, body('4'), 'lib')];
+  records[2]!.scopeVersion = '2';
+  records[3]!.scopeVersion = '';
+  const [logs] = exportRequestsFromRecords(records);
+  const scopes = (logs!.request.resourceLogs as Array<{ scopeLogs: Array<{ scope?: unknown; logRecords: unknown[] }> }>)[0]!.scopeLogs;
+  t.same(
+    scopes.map((s) => [s.scope, s.logRecords.length]),
+    [
+      [{ name: 'lib' }, 1],
+      [undefined, 1],
+      [{ name: 'lib', version: '2' }, 1],
+      [{ name: 'lib', version: '' }, 1],
+    ],
+  );
+});
