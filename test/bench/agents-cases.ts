@@ -37,6 +37,18 @@ async function createAppliances(client: ApiClient, n: number, concurrency = 32):
   return tokens;
 }
 
+/** RSS once it stopped falling: sampled every second until a sample is not lower than the least so far by 1%, at most 30 s. */
+async function settledRss(pid: number): Promise<number> {
+  let least = rssBytes(pid);
+  for (let i = 0; i < 30; i++) {
+    await sleep(1000);
+    const now = rssBytes(pid);
+    if (now >= least * 0.99) return Math.min(least, now);
+    least = now;
+  }
+  return least;
+}
+
 class Fleet {
   connected = 0;
   private constructor(readonly child: ChildProcess) {}
@@ -98,9 +110,10 @@ export async function runFleetCases(dir: string, opts: { agents: number; execSam
   const port = Number(new URL(relay.url).port);
   const client = new ApiClient({ url: relay.url, token });
   const results: CaseResult[] = [];
-  await sleep(2000);
-  const baseRss = rssBytes(relay.pid);
   const tokens = await createAppliances(client, opts.agents);
+  // The baseline is the relay with its store open and the appliances created, once its RSS
+  // stopped falling (PGlite's start-up leaves garbage the first collections return).
+  const baseRss = await settledRss(relay.pid);
   const tokensFile = join(dir, 'tokens.json');
   writeFileSync(tokensFile, JSON.stringify(tokens));
   const fleet = Fleet.start(relay.url, tokensFile, join(dir, 'fleet'));
@@ -109,19 +122,26 @@ export async function runFleetCases(dir: string, opts: { agents: number; execSam
     await sleep(3000);
     // Idle: RSS per agent and heartbeat CPU, over several heartbeat windows.
     const perAgent: number[] = [];
+    const totalPerAgent: number[] = [];
     const cpuPct: number[] = [];
     for (let w = 0; w < opts.windows; w++) {
       const c0 = cpuSeconds(relay.pid);
       const t0 = Date.now();
       await sleep(opts.heartbeatMs * 2);
       cpuPct.push(((cpuSeconds(relay.pid) - c0) / ((Date.now() - t0) / 1000)) * 100);
-      perAgent.push((rssBytes(relay.pid) - baseRss) / opts.agents / 1024);
+      const now = rssBytes(relay.pid);
+      perAgent.push((now - baseRss) / opts.agents / 1024);
+      totalPerAgent.push(now / opts.agents / 1024);
     }
     const rss = figure(perAgent);
     const cpu = figure(cpuPct);
     results.push({
       name: `idle agents (${opts.agents}) held by one relay`,
-      figures: { 'relay RSS per agent': { ...rss, unit: 'KiB' }, 'relay CPU (heartbeats, idle)': { ...cpu, unit: '% of one core' } },
+      figures: {
+        'relay RSS per agent, over the settled baseline': { ...rss, unit: 'KiB' },
+        'relay RSS / agents (upper bound: the whole process)': { ...figure(totalPerAgent), unit: 'KiB' },
+        'relay CPU (heartbeats, idle)': { ...cpu, unit: '% of one core' },
+      },
       target: '≤ 64 KiB per agent; < 25% of one core',
       met: rss.median <= 64 && cpu.median < 25,
       notes: [`initial connect of ${opts.agents} agents took ${(connectMs / 1000).toFixed(1)} s`, `heartbeat interval ${opts.heartbeatMs} ms`],
