@@ -42,13 +42,21 @@ async function main(): Promise<void> {
   const only = env.BENCH_ONLY ? new Set(env.BENCH_ONLY.split(',')) : undefined;
   for (const name of only ?? []) if (!GROUPS[name]) throw new Error(`BENCH_ONLY: unknown group "${name}" (known: ${Object.keys(GROUPS).join(', ')})`);
   const results: CaseResult[] = [];
+  const failed: string[] = [];
   try {
     for (const [name, run] of Object.entries(GROUPS)) {
       if (only && !only.has(name)) continue;
       process.stderr.write(`bench: ${name}\n`);
       const groupDir = join(dir, name);
       mkdirSync(groupDir, { recursive: true });
-      results.push(...(await run(groupDir)));
+      try {
+        results.push(...(await run(groupDir)));
+      } catch (err) {
+        // One group failing (a hung fleet, a missing sshd) must not cost the others' figures.
+        process.stderr.write(`bench: ${name} failed: ${(err as Error).stack ?? String(err)}\n`);
+        results.push({ name: `${name} (failed)`, figures: {}, target: '-', met: false, notes: [`the group failed: ${(err as Error).message}`] });
+        failed.push(name);
+      }
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -78,6 +86,10 @@ async function main(): Promise<void> {
   lines.push('', ...results.flatMap((r) => r.notes.map((n) => `- ${r.name}: ${n}`)), '');
   writeFileSync(join(out, 'latest.md'), lines.join('\n'));
   process.stdout.write(lines.join('\n'));
+  if (failed.length > 0) {
+    process.stderr.write(`bench: failed groups: ${failed.join(', ')}\n`);
+    process.exitCode = 1;
+  }
 }
 
 main().catch((err: Error) => {
