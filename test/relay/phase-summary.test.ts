@@ -122,3 +122,24 @@ t.test('a held poll stays held: the state is read and stored once, not in a loop
   t.not(a.phases.deploy.reason, b.phases.deploy.reason, 'so it differs between reads');
   t.equal(a.fingerprint, b.fingerprint, 'but the fingerprint does not');
 });
+
+t.test('a refresh that finds the same state stores nothing', async (t) => {
+  const relay = await startRelay(t, { config: { phases: { refreshIntervalSeconds: 1 } } });
+  const client = adminClient(t, relay);
+  const enrolled = await createAppliance(client, 'phases-d');
+  let stores = 0;
+  const original = relay.store.appliances.setPhaseSummary.bind(relay.store.appliances);
+  relay.store.appliances.setPhaseSummary = async (...args: Parameters<typeof original>) => {
+    stores++;
+    return original(...args);
+  };
+  const agent = await startAgent(t, relay, enrolled);
+  await waitFor(async () => (await phasesOf(client, 'phases-d')) !== null, 10_000, 'phase state stored on connect');
+  await new Promise((r) => setTimeout(r, 3500));
+  t.equal(stores, 1, 'three refreshes of an unchanged state, one write');
+  const out: string[] = [];
+  const io = { stdout: { write: (s: string) => out.push(s) }, stderr: { write: (s: string) => out.push(s) } };
+  t.equal(await runAccessCommand('grant', ['operate', '--for', '2h'], { stateDir: agent.cfg.stateDir, config: { local: agent.cfg.local }, io: io as never }), 0, out.join(''));
+  await waitFor(async () => (await phasesOf(client, 'phases-d'))!.phases.operate!.state === 'open', 10_000, 'a change is stored');
+  t.equal(stores, 2);
+});
