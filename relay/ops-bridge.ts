@@ -211,17 +211,6 @@ export class OpsBridge {
       log.info({ bytesFromAgent: bytesIn, bytesToAgent: bytesOut, ...(err ? { code: err.code } : {}) }, 'operation ended');
     };
     stream.on('data', (chunk: Buffer) => (bytesIn += chunk.length));
-    const fromAgent = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        const waits: Promise<void>[] = [];
-        for (const t of taps) {
-          const w = t.onAgentData?.(chunk);
-          if (w) waits.push(w);
-        }
-        if (waits.length === 0) done(null, chunk);
-        else void Promise.allSettled(waits).then(() => done(null, chunk));
-      },
-    });
     client.on('data', (chunk: Buffer) => {
       bytesOut += chunk.length;
       for (const t of taps) t.onClientData?.(chunk);
@@ -229,7 +218,8 @@ export class OpsBridge {
     // pipe() gives backpressure both ways: a slow CLI pauses the agent's stream (HTTP/2 flow
     // control then pauses the process), a slow agent pauses the CLI's WebSocket.
     // Without a tap that reads the output (forward, sql), nothing stands between the two.
-    if (taps.some((t) => t.onAgentData)) stream.pipe(fromAgent).pipe(client);
+    const readers = taps.filter((t) => t.onAgentData);
+    if (readers.length > 0) stream.pipe(tapOutput(readers)).pipe(client);
     else stream.pipe(client);
     client.pipe(stream);
     // The end travels the pipe: the client's side ends after the last chunk passed the taps.
@@ -283,6 +273,21 @@ function watchAbandon(socket: Duplex): { signal: AbortSignal; stop(): void } {
 }
 
 /** The agent's response headers; `timeoutMs` 0 waits as long as the stream lives. */
+/** Passes agent output on once every reading tap has taken it (and let it go on). */
+function tapOutput(taps: OpTap[]): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      const waits: Promise<void>[] = [];
+      for (const t of taps) {
+        const w = t.onAgentData?.(chunk);
+        if (w) waits.push(w);
+      }
+      if (waits.length === 0) done(null, chunk);
+      else void Promise.allSettled(waits).then(() => done(null, chunk));
+    },
+  });
+}
+
 function awaitResponse(stream: ClientHttp2Stream, timeoutMs: number): Promise<H2Headers> {
   return new Promise((resolve, reject) => {
     const timer =

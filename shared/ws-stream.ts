@@ -65,14 +65,11 @@ export function webSocketStream(ws: WebSocket, opts: { highWaterMark?: number } 
     // request is finished exactly once. Each buffer is its own message (message boundaries
     // mean nothing here), sent under one cork of the socket: one syscall, no copy.
     writev(chunks, callback) {
-      if (chunks.length === 1 || ws.readyState !== ws.OPEN || !socket) {
-        send(chunks.length === 1 ? (chunks[0]!.chunk as Buffer) : Buffer.concat(chunks.map((c) => c.chunk as Buffer)), () => callback());
-        return;
-      }
-      socket.cork();
+      if (ws.readyState !== ws.OPEN) return callback();
+      socket?.cork();
       for (let i = 0; i < chunks.length - 1; i++) ws.send(chunks[i]!.chunk as Buffer, { binary: true, compress: false });
       send(chunks[chunks.length - 1]!.chunk as Buffer, () => callback());
-      socket.uncork();
+      socket?.uncork();
     },
     write(chunk: Buffer, _encoding, callback) {
       send(chunk, () => callback());
