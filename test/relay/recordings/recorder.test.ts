@@ -34,9 +34,10 @@ function runNode(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: numb
 const OPERATE = { local: { operate: 'enabled' }, operations: { shell: { shell: '/bin/sh' }, exec: { killGraceMs: 200 } } };
 
 /** Everything the client received on stdout/stderr, in arrival order, as bytes. */
-function received(duplex: Duplex): Promise<{ bytes: Buffer; exit: boolean }> {
-  return new Promise((resolve, reject) => {
-    const parts: Buffer[] = [];
+/** Everything the client reads until the stream closes; `text()` shows what arrived so far. */
+function received(duplex: Duplex): Promise<{ bytes: Buffer; exit: boolean }> & { text(): string } {
+  const parts: Buffer[] = [];
+  const p = new Promise<{ bytes: Buffer; exit: boolean }>((resolve, reject) => {
     let exit = false;
     const decoder = new FrameDecoder();
     duplex.pipe(decoder);
@@ -49,6 +50,7 @@ function received(duplex: Duplex): Promise<{ bytes: Buffer; exit: boolean }> {
     decoder.on('error', reject);
     decoder.on('end', () => resolve({ bytes: Buffer.concat(parts), exit }));
   });
+  return Object.assign(p, { text: () => Buffer.concat(parts).toString() });
 }
 
 async function sessions(client: ApiClient, appliance: string): Promise<SessionView[]> {
@@ -178,6 +180,9 @@ t.test('relay shutdown mid-session: incomplete, and `uplink replay` says so and 
   const done = received(shell);
   shell.write(encodeFrame(CHANNEL.stdin, 'echo before-shutdown; sleep 30\n'));
   await waitFor(async () => (await sessions(client1, 'rec-down')).length === 1, 10_000, 'session row');
+  // The shutdown must come after the output it should keep: the echoed command line alone
+  // would match, so wait for the line the shell printed.
+  await waitFor(async () => /before-shutdown\r?\n/.test(done.text()), 10_000, 'shell output');
   await first.close();
   await done;
 
