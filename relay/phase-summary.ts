@@ -30,7 +30,11 @@ export const PHASE_SUMMARY_LIMITS = {
   maxReportBytes: 64 * 1024,
   /** How often the connected-agent list is scanned for new connections. */
   scanIntervalMs: 1_000,
-  /** Pause after a failed read before the next one, so a broken agent is not hammered. */
+  /**
+   * Pause after a failed read before the next one, doubled after each further failure up to
+   * the refresh interval, so a broken agent (or one too old to serve /v1/phases) costs a
+   * request per refresh interval rather than one every few seconds.
+   */
   retryDelayMs: 5_000,
   /**
    * Least time between two held polls: an agent that answers a held poll at once every time
@@ -62,6 +66,12 @@ const reportSchema = z.object({
 
 export type StoredPhaseReport = z.output<typeof reportSchema>;
 
+/** The pause after the `failures`-th failed read in a row: 5 s, 10 s, 20 s … up to the refresh interval. */
+export function retryDelay(failures: number, refreshSeconds: number): number {
+  const cap = Math.max(PHASE_SUMMARY_LIMITS.retryDelayMs, refreshSeconds * 1000);
+  return Math.min(cap, PHASE_SUMMARY_LIMITS.retryDelayMs * 2 ** Math.min(failures - 1, 16));
+}
+
 /** One connection's poll loop. */
 class PhasePoller {
   private stopped = false;
@@ -71,6 +81,8 @@ class PhasePoller {
   private wakeRetry: (() => void) | undefined;
   /** Set by kick(): the next cut-short request is a restart, not a failure. */
   private kicked = false;
+  /** Failed reads in a row; sets the retry delay. */
+  private failures = 0;
 
   constructor(
     private readonly session: AgentSession,
@@ -102,6 +114,7 @@ class PhasePoller {
       try {
         const report = await this.fetch(held ? this.waitSeconds : 0, this.fingerprint);
         if (!report || this.stopped) continue;
+        this.failures = 0;
         // A held poll that times out answers the same state: nothing to store. With ten
         // thousand agents that is a store write per agent per refresh interval saved.
         const changed = report.fingerprint !== this.fingerprint;
@@ -111,8 +124,9 @@ class PhasePoller {
         if (held && elapsed < PHASE_SUMMARY_LIMITS.minPollIntervalMs) await this.pause(PHASE_SUMMARY_LIMITS.minPollIntervalMs - elapsed);
       } catch (err) {
         if (this.stopped || !this.session.isOpen) break;
-        this.log.info({ err: (err as Error).message, code: (err as UplinkError).code }, 'cannot read phase state; retrying');
-        await this.pause(PHASE_SUMMARY_LIMITS.retryDelayMs);
+        const delayMs = retryDelay(++this.failures, this.waitSeconds);
+        this.log.info({ err: (err as Error).message, code: (err as UplinkError).code, retryInMs: delayMs }, 'cannot read phase state; retrying');
+        await this.pause(delayMs);
       }
     }
   }

@@ -10,6 +10,7 @@ import { writeLocalGrant } from '../../agent/phases/local-grants.js';
 import { runAccessCommand } from '../../agent/cli/access.js';
 import { encodeSpec, AGENT_PATHS, OP_HEADERS } from '../../shared/protocol.js';
 import { readSmallBody } from '../../relay/ops-bridge.js';
+import { retryDelay } from '../../relay/phase-summary.js';
 import { adminClient, createAppliance, startAgent, startRelay, waitFor } from '../helpers/cluster.js';
 import type { ApiClient } from '../../relay/cli/api-client.js';
 import type { Relay } from '../../relay/server.js';
@@ -142,4 +143,10 @@ t.test('a refresh that finds the same state stores nothing', async (t) => {
   t.equal(await runAccessCommand('grant', ['operate', '--for', '2h'], { stateDir: agent.cfg.stateDir, config: { local: agent.cfg.local }, io: io as never }), 0, out.join(''));
   await waitFor(async () => (await phasesOf(client, 'phases-d'))!.phases.operate!.state === 'open', 10_000, 'a change is stored');
   t.equal(stores, 2);
+});
+
+t.test('failed reads back off: 5 s doubling up to the refresh interval, never under 5 s', async (t) => {
+  t.same([1, 2, 3, 4, 5, 6].map((n) => retryDelay(n, 60)), [5_000, 10_000, 20_000, 40_000, 60_000, 60_000]);
+  t.same([1, 2, 50].map((n) => retryDelay(n, 1)), [5_000, 5_000, 5_000], 'a refresh interval under 5 s does not shorten the pause');
+  t.equal(retryDelay(1_000, 300), 300_000, 'no overflow after many failures');
 });
