@@ -11,6 +11,7 @@ import { FrameDecoder, type Frame } from '../../shared/frames.js';
 import { cpuSeconds, rssBytes } from './proc.js';
 import { figure, percentile, type Figure } from './stats.js';
 import { startRelayProcess, type RelayProc } from './relay-process.js';
+import { profileClockUs, profileNotes } from './cpu-profile.js';
 
 export interface CaseResult {
   name: string;
@@ -106,7 +107,10 @@ async function execOnce(client: ApiClient, appliance: string): Promise<number> {
 export async function runFleetCases(dir: string, opts: { agents: number; execSamples: number; windows: number; heartbeatMs: number; databaseUrl?: string }): Promise<CaseResult[]> {
   const token = 'bench-admin-token-0123456789abcdef';
   const relayCfg = { heartbeat: { intervalMs: opts.heartbeatMs } };
-  let relay: RelayProc = await startRelayProcess({ dir, token, config: relayCfg, ...(opts.databaseUrl ? { databaseUrl: opts.databaseUrl } : {}) });
+  // BENCH_CPU_PROF=DIR: the first relay runs under --cpu-prof; its hot frames while idle go into the notes.
+  const profileDir = process.env.BENCH_CPU_PROF ? join(process.env.BENCH_CPU_PROF, 'fleet') : undefined;
+  const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, 'relay')}`] : [];
+  let relay: RelayProc = await startRelayProcess({ dir, token, config: relayCfg, nodeArgs, ...(opts.databaseUrl ? { databaseUrl: opts.databaseUrl } : {}) });
   const port = Number(new URL(relay.url).port);
   const client = new ApiClient({ url: relay.url, token });
   const results: CaseResult[] = [];
@@ -124,6 +128,7 @@ export async function runFleetCases(dir: string, opts: { agents: number; execSam
     const perAgent: number[] = [];
     const totalPerAgent: number[] = [];
     const cpuPct: number[] = [];
+    const idleFrom = profileClockUs();
     for (let w = 0; w < opts.windows; w++) {
       const c0 = cpuSeconds(relay.pid);
       const t0 = Date.now();
@@ -133,6 +138,7 @@ export async function runFleetCases(dir: string, opts: { agents: number; execSam
       perAgent.push((now - baseRss) / opts.agents / 1024);
       totalPerAgent.push(now / opts.agents / 1024);
     }
+    const idleWindow: [number, number] = [idleFrom, profileClockUs()];
     const rss = figure(perAgent);
     const cpu = figure(cpuPct);
     results.push({
@@ -167,6 +173,7 @@ export async function runFleetCases(dir: string, opts: { agents: number; execSam
 
     // Reconnect storm: restart the relay with the fleet connected.
     await relay.stop('SIGTERM');
+    results[0]!.notes.push(...profileNotes(profileDir, idleWindow, 'the idle windows'));
     const t0 = Date.now();
     relay = await startRelayProcess({ dir, port, token, config: relayCfg, ...(opts.databaseUrl ? { databaseUrl: opts.databaseUrl } : {}) });
     const upMs = Date.now() - t0;

@@ -1,8 +1,8 @@
 /**
  * Load generator: holds many real agent connections in one process. Each agent has its own
  * Ed25519 identity, its own WebSocket and its own HTTP/2 server session, and serves the real
- * exec handler; they share one phase-access object (local mode, Operate enabled) and one
- * audit file, which is what lets ten thousand of them fit in one process.
+ * exec handler and the phase-state long poll; they share one phase-access object (local mode,
+ * Operate enabled) and one audit file, which is what lets ten thousand of them fit in one process.
  *
  * Usage: node --import tsx test/bench/load-agents.ts RELAY_URL TOKENS_JSON STATE_ROOT
  * Prints one JSON line per second: {"connected": n, "total": N}.
@@ -19,6 +19,7 @@ import { AGENT_PATHS } from '../../shared/protocol.js';
 import { handleExec, inheritedEnv } from '../../agent/ops/exec.js';
 import { PhaseAccess } from '../../agent/phases/credentials.js';
 import { AgentAuditLog } from '../../agent/audit-log.js';
+import { PhasesHandler } from '../../agent/phases/handler.js';
 
 const [relayUrl, tokensFile, stateRoot] = process.argv.slice(2);
 if (!relayUrl || !tokensFile || !stateRoot) {
@@ -31,6 +32,8 @@ const shared = join(stateRoot, 'shared');
 const cfgShared = loadAgentConfig({ UPLINK_RELAY_URL: relayUrl, UPLINK_STATE_DIR: shared });
 const phases = new PhaseAccess({ config: { local: { operate: 'enabled', deploy: 'disabled' } }, stateDir: shared, credentialProcessCommand: ['true'], autoRecheck: false });
 const audit = await AgentAuditLog.open(shared);
+// The relay holds a long poll on every agent's phase state, as it does with real agents.
+const phasesHandler = new PhasesHandler(() => phases);
 
 const connections: RelayConnection[] = [];
 const host = new URL(relayUrl).host.toLowerCase();
@@ -44,6 +47,7 @@ for (const [i, token] of tokens.entries()) {
   }
   const tunnel = new TunnelServer({ maxConcurrentStreams: 128, maxSpecBytes: 65536, h2SessionMemoryMiB: 8 }, silentLogger);
   const applianceId = identity.applianceId;
+  tunnel.handle(AGENT_PATHS.phases, phasesHandler.handle);
   tunnel.handle(AGENT_PATHS.exec, (stream, ctx) =>
     handleExec(stream, ctx, {
       cfg: cfgShared,
