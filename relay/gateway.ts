@@ -16,6 +16,7 @@ import type { RelayMetrics } from './metrics.js';
 import { AgentAuthenticator, type VerifiedAgent } from './agent-auth.js';
 import { AgentSession } from './agent-session.js';
 import { rejectUpgrade } from './upgrade-reply.js';
+import { PresenceWriter } from './presence-writer.js';
 
 export interface GatewayEvents {
   onConnected?(session: AgentSession): void;
@@ -26,6 +27,7 @@ export class AgentGateway {
   private readonly sessions = new Map<string, AgentSession>();
   private readonly wss: WebSocketServer;
   private readonly auth: AgentAuthenticator;
+  private readonly presence: PresenceWriter;
   private sweepTimer: NodeJS.Timeout | undefined;
   private pending = 0;
   private draining = false;
@@ -47,6 +49,7 @@ export class AgentGateway {
     // Tell each agent the relay's heartbeat interval so both sides use the same dead-peer bound.
     this.wss.on('headers', (headers) => headers.push(`x-uplink-heartbeat-ms: ${cfg.heartbeat.intervalMs}`));
     this.auth = new AgentAuthenticator(store, { clockSkewMs: cfg.auth.clockSkewMs });
+    this.presence = new PresenceWriter(store, log);
   }
 
   start(): void {
@@ -129,17 +132,10 @@ export class AgentGateway {
     log.info({ mode: verified.mode, remote, agentVersion: verified.agentVersion, connection: session.connectionId }, 'agent connected');
 
     const now = new Date();
-    void Promise.all([
-      this.store.presence.set({
-        applianceId: appliance.id,
-        relayId: this.relayId,
-        connectionId: session.connectionId,
-        connectedAt: now,
-        remoteAddress: remote,
-        agentVersion: verified.agentVersion,
-      }),
-      this.store.appliances.recordSeen(appliance.id, { agentVersion: verified.agentVersion, remoteAddress: remote, at: now }),
-    ]).catch((err) => log.error({ err: String(err) }, 'cannot record presence'));
+    this.presence.connected(
+      { applianceId: appliance.id, relayId: this.relayId, connectionId: session.connectionId, connectedAt: now, remoteAddress: remote, agentVersion: verified.agentVersion },
+      { agentVersion: verified.agentVersion, remoteAddress: remote, at: now },
+    );
 
     ws.on('error', (err) => log.debug({ err: err.message }, 'agent websocket error'));
     ws.once('close', (code: number, reason: Buffer) => {
@@ -150,10 +146,7 @@ export class AgentGateway {
       session.destroy();
       this.metrics.disconnections.inc({ reason: String(code) });
       log.info({ code, reason: reason.toString(), connection: session.connectionId }, 'agent disconnected');
-      void this.store.presence
-        .clear(appliance.id, session.connectionId)
-        .then(() => this.store.appliances.touchLastSeen([appliance.id], new Date()))
-        .catch((err) => log.error({ err: String(err) }, 'cannot clear presence'));
+      this.presence.disconnected(appliance.id, session.connectionId, new Date()).catch((err) => log.error({ err: String(err) }, 'cannot clear presence'));
       this.events.onDisconnected?.(session);
     });
     this.events.onConnected?.(session);
@@ -196,5 +189,6 @@ export class AgentGateway {
     this.sessions.clear();
     this.metrics.agentsConnected.set(0);
     this.wss.close();
+    await this.presence.flush();
   }
 }

@@ -19,6 +19,13 @@ export interface Appliance {
   phaseSummary: Record<string, unknown> | null;
 }
 
+/** What a handshake tells about the agent. */
+export interface Seen {
+  agentVersion: string | null;
+  remoteAddress: string | null;
+  at: Date;
+}
+
 interface ApplianceRow {
   id: string;
   name: string;
@@ -130,18 +137,30 @@ export class AppliancesRepo {
     await this.db.query('UPDATE appliances SET key_revoked_at = $2 WHERE id = $1 AND public_key IS NOT NULL', [id, now]);
   }
 
-  async recordSeen(id: string, seen: { agentVersion: string | null; remoteAddress: string | null; at: Date }): Promise<void> {
-    await this.db.query('UPDATE appliances SET agent_version = $2, last_remote_address = $3, last_seen_at = $4 WHERE id = $1', [
-      id,
-      seen.agentVersion,
-      seen.remoteAddress,
-      seen.at,
-    ]);
+  async recordSeen(id: string, seen: Seen): Promise<void> {
+    await this.recordSeenMany([{ id, ...seen }]);
   }
 
+  /** recordSeen for many appliances in one statement; a later entry for the same id wins. */
+  async recordSeenMany(list: readonly ({ id: string } & Seen)[]): Promise<void> {
+    const latest = [...new Map(list.map((s) => [s.id, s])).values()];
+    if (latest.length === 0) return;
+    await this.db.query(
+      `UPDATE appliances a SET agent_version = s.agent_version, last_remote_address = s.remote_address, last_seen_at = s.at
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS s(id, agent_version, remote_address, at)
+       WHERE a.id = s.id`,
+      [latest.map((s) => s.id), latest.map((s) => s.agentVersion), latest.map((s) => s.remoteAddress), latest.map((s) => s.at.toISOString())],
+    );
+  }
+
+  /** Ids at a time in one touchLastSeen statement: on the embedded store a statement holds the event loop. */
+  static readonly TOUCH_CHUNK = 1000;
+
+  /** Sets last_seen_at for all `ids`, in statements of at most TOUCH_CHUNK ids. */
   async touchLastSeen(ids: string[], at: Date): Promise<void> {
-    if (ids.length === 0) return;
-    await this.db.query('UPDATE appliances SET last_seen_at = $2 WHERE id = ANY($1::text[])', [ids, at]);
+    for (let i = 0; i < ids.length; i += AppliancesRepo.TOUCH_CHUNK) {
+      await this.db.query('UPDATE appliances SET last_seen_at = $2 WHERE id = ANY($1::text[])', [ids.slice(i, i + AppliancesRepo.TOUCH_CHUNK), at]);
+    }
   }
 
   async setPhaseSummary(id: string, summary: Record<string, unknown>): Promise<void> {

@@ -45,11 +45,30 @@ export class PresenceRepo {
   }
 
   async set(p: Presence): Promise<void> {
+    await this.setMany([p]);
+  }
+
+  /**
+   * Upsert many rows in one statement (the gateway batches the agents that connected within a
+   * few milliseconds: one statement instead of one per handshake during a reconnect storm).
+   * A later entry for the same appliance wins.
+   */
+  async setMany(list: readonly Presence[]): Promise<void> {
+    const latest = [...new Map(list.map((p) => [p.applianceId, p])).values()];
+    if (latest.length === 0) return;
     await this.db.query(
       `INSERT INTO presence (appliance_id, relay_id, connection_id, connected_at, remote_address, agent_version)
-       VALUES ($1, $2, $3, $4, $5, $6)
-       ON CONFLICT (appliance_id) DO UPDATE SET relay_id = $2, connection_id = $3, connected_at = $4, remote_address = $5, agent_version = $6`,
-      [p.applianceId, p.relayId, p.connectionId, p.connectedAt, p.remoteAddress, p.agentVersion],
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
+       ON CONFLICT (appliance_id) DO UPDATE SET relay_id = EXCLUDED.relay_id, connection_id = EXCLUDED.connection_id,
+         connected_at = EXCLUDED.connected_at, remote_address = EXCLUDED.remote_address, agent_version = EXCLUDED.agent_version`,
+      [
+        latest.map((p) => p.applianceId),
+        latest.map((p) => p.relayId),
+        latest.map((p) => p.connectionId),
+        latest.map((p) => p.connectedAt.toISOString()),
+        latest.map((p) => p.remoteAddress),
+        latest.map((p) => p.agentVersion),
+      ],
     );
   }
 

@@ -175,7 +175,9 @@ export async function runFleetCases(dir: string, opts: { agents: number; execSam
     await relay.stop('SIGTERM');
     results[0]!.notes.push(...profileNotes(profileDir, idleWindow, 'the idle windows'));
     const t0 = Date.now();
-    relay = await startRelayProcess({ dir, port, token, config: relayCfg, ...(opts.databaseUrl ? { databaseUrl: opts.databaseUrl } : {}) });
+    const stormFrom = profileClockUs();
+    const restartArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, 'relay-restarted')}`] : [];
+    relay = await startRelayProcess({ dir, port, token, config: relayCfg, nodeArgs: restartArgs, ...(opts.databaseUrl ? { databaseUrl: opts.databaseUrl } : {}) });
     const upMs = Date.now() - t0;
     fleet.connected = 0;
     await sleep(1100);
@@ -189,6 +191,11 @@ export async function runFleetCases(dir: string, opts: { agents: number; execSam
       met: total <= 60,
       notes: [`relay restart took ${(upMs / 1000).toFixed(1)} s of it; agents back ${(backMs / 1000).toFixed(1)} s after; an exec then took ${usable.toFixed(0)} ms`, 'one run per bench invocation (a storm is expensive)'],
     });
+    if (profileDir) {
+      const stormWindow: [number, number] = [stormFrom, profileClockUs()];
+      await relay.stop('SIGTERM'); // the profile is written at exit
+      results[results.length - 1]!.notes.push(...profileNotes(profileDir, stormWindow, 'the storm'));
+    }
   } finally {
     fleet.stop();
     await relay.stop();
