@@ -13,6 +13,7 @@ import { keyId, verifyHandshake, type HandshakeClaims } from '../shared/identity
 import type { Store } from './store/store.js';
 import type { Appliance } from './store/appliances-repo.js';
 import { hashSecret } from './store/tokens-repo.js';
+import { Batcher } from './store/batcher.js';
 import { parseEnrollmentToken } from '../shared/enrollment-token.js';
 
 export interface VerifiedAgent {
@@ -32,10 +33,17 @@ function header(headers: IncomingHttpHeaders, name: string): string | undefined 
 }
 
 export class AgentAuthenticator {
+  /** The two statements of every handshake, batched across concurrent handshakes (see Batcher). */
+  private readonly appliances: Batcher<string, Appliance | undefined>;
+  private readonly nonces: Batcher<{ nonce: string; applianceId: string; expiresAt: Date }, boolean>;
+
   constructor(
     private readonly store: Store,
     private readonly opts: { clockSkewMs: number; now?: () => number },
-  ) {}
+  ) {
+    this.appliances = new Batcher((ids) => store.appliances.byIds(ids));
+    this.nonces = new Batcher((list) => store.nonces.useMany(list));
+  }
 
   private now(): number {
     return this.opts.now ? this.opts.now() : Date.now();
@@ -71,13 +79,13 @@ export class AgentAuthenticator {
   private async consumeNonce(claims: HandshakeClaims): Promise<void> {
     // Keep the nonce as long as its timestamp could still pass the skew check.
     const expires = new Date(claims.timestamp + this.opts.clockSkewMs + 1000);
-    if (!(await this.store.nonces.use(claims.nonce, claims.appliance, expires))) {
+    if (!(await this.nonces.call({ nonce: claims.nonce, applianceId: claims.appliance, expiresAt: expires }))) {
       throw new UplinkError('UPLINK_ERR_AUTH_REPLAY', 'handshake nonce already used');
     }
   }
 
   private async connect(claims: HandshakeClaims, agentVersion: string | null): Promise<VerifiedAgent> {
-    const appliance = await this.store.appliances.byId(claims.appliance);
+    const appliance = await this.appliances.call(claims.appliance);
     // Unknown appliance and a key that is not the enrolled one are indistinguishable on purpose.
     if (!appliance || !appliance.publicKey || appliance.publicKey !== claims.publicKey) {
       throw new UplinkError('UPLINK_ERR_AUTH_BAD_SIGNATURE', 'handshake signature did not verify');

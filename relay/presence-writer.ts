@@ -12,6 +12,7 @@ import type { Logger } from '../shared/logger.js';
 import type { Seen } from './store/appliances-repo.js';
 import type { Presence } from './store/presence-repo.js';
 import type { Store } from './store/store.js';
+import { Batcher } from './store/batcher.js';
 
 interface Entry {
   presence: Presence;
@@ -19,23 +20,23 @@ interface Entry {
 }
 
 export class PresenceWriter {
-  private pending: Entry[] = [];
-  private running: Promise<void> | undefined;
+  private readonly batches: Batcher<Entry, void>;
 
   constructor(
     private readonly store: Pick<Store, 'presence' | 'appliances'>,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.batches = new Batcher((batch) => this.write(batch));
+  }
 
   /** Record a new connection (written shortly, with whoever else connected meanwhile). */
   connected(presence: Presence, seen: Seen): void {
-    this.pending.push({ presence, seen });
-    this.running ??= this.drain();
+    void this.batches.call({ presence, seen });
   }
 
   /** Resolves once everything queued so far is written (or failed and was logged). */
   flush(): Promise<void> {
-    return this.running ?? Promise.resolve();
+    return this.batches.idle();
   }
 
   /** The connection ended: after the queue, clear its presence row and stamp last seen. */
@@ -45,21 +46,8 @@ export class PresenceWriter {
     await this.store.appliances.touchLastSeen([applianceId], at);
   }
 
-  private async drain(): Promise<void> {
-    try {
-      // Let the rest of this tick's handshakes join the first batch.
-      await new Promise((resolve) => setImmediate(resolve));
-      while (this.pending.length > 0) {
-        const batch = this.pending;
-        this.pending = [];
-        await this.write(batch);
-      }
-    } finally {
-      this.running = undefined;
-    }
-  }
-
-  private async write(batch: Entry[]): Promise<void> {
+  /** One batch; a failure is logged once for the batch, never thrown. */
+  private async write(batch: Entry[]): Promise<void[]> {
     try {
       await Promise.all([
         this.store.presence.setMany(batch.map((e) => e.presence)),
@@ -68,5 +56,6 @@ export class PresenceWriter {
     } catch (err) {
       this.log.error({ err: String(err), agents: batch.length }, 'cannot record presence');
     }
+    return batch.map(() => undefined);
   }
 }

@@ -94,6 +94,14 @@ export class AppliancesRepo {
     return r.rows[0] ? fromRow(r.rows[0]) : undefined;
   }
 
+  /** byId for many ids in one statement, answered in the order asked (undefined for unknown ids). */
+  async byIds(ids: readonly string[]): Promise<(Appliance | undefined)[]> {
+    if (ids.length === 0) return [];
+    const r = await this.db.query<ApplianceRow>('SELECT * FROM appliances WHERE id = ANY($1::text[])', [[...new Set(ids)]]);
+    const found = new Map(r.rows.map((row) => [row.id, fromRow(row)]));
+    return ids.map((id) => found.get(id));
+  }
+
   async list(): Promise<Appliance[]> {
     const r = await this.db.query<ApplianceRow>('SELECT * FROM appliances ORDER BY name');
     return r.rows.map(fromRow);

@@ -1,21 +1,33 @@
 /** Handshake nonces, kept until they could no longer pass the clock-skew check. */
-import { isUniqueViolation, type Db } from './db.js';
+import type { Db } from './db.js';
 
 export class NoncesRepo {
   constructor(private readonly db: Db) {}
 
   /** Records the nonce; returns false when it was already used (a replay). */
   async use(nonce: string, applianceId: string, expiresAt: Date): Promise<boolean> {
-    try {
-      const r = await this.db.query(
-        'INSERT INTO auth_nonces (nonce, appliance_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT (nonce) DO NOTHING',
-        [nonce, applianceId, expiresAt],
-      );
-      return r.rowCount === 1;
-    } catch (err) {
-      if (isUniqueViolation(err)) return false;
-      throw err;
-    }
+    return (await this.useMany([{ nonce, applianceId, expiresAt }]))[0]!;
+  }
+
+  /**
+   * use() for many nonces in one statement, answered in order. A nonce asked twice in one
+   * batch is fresh only the first time.
+   */
+  async useMany(list: readonly { nonce: string; applianceId: string; expiresAt: Date }[]): Promise<boolean[]> {
+    if (list.length === 0) return [];
+    const first = new Map<string, number>();
+    list.forEach((n, i) => {
+      if (!first.has(n.nonce)) first.set(n.nonce, i);
+    });
+    const unique = [...first.values()].map((i) => list[i]!);
+    const r = await this.db.query<{ nonce: string }>(
+      `INSERT INTO auth_nonces (nonce, appliance_id, expires_at)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+       ON CONFLICT (nonce) DO NOTHING RETURNING nonce`,
+      [unique.map((n) => n.nonce), unique.map((n) => n.applianceId), unique.map((n) => n.expiresAt.toISOString())],
+    );
+    const inserted = new Set(r.rows.map((row) => row.nonce));
+    return list.map((n, i) => first.get(n.nonce) === i && inserted.has(n.nonce));
   }
 
   async purge(now: Date): Promise<number> {

@@ -65,6 +65,13 @@ t.test('enrollment and connect', async (t) => {
     t.same(again.ok ? 'open' : [again.status, again.code], [401, 'UPLINK_ERR_AUTH_REPLAY']);
   });
 
+  t.test('signature replay in parallel: handshakes checked in one batch, exactly one accepted', async (t) => {
+    const headers = handshakeHeaders(relay.url, { mode: 'connect', appliance: a.applianceId, keys });
+    const tries = await Promise.all([1, 2, 3, 4, 5].map(() => dialRaw(relay.url, headers)));
+    t.same(tries.map((r) => (r.ok ? 'open' : r.code)).sort(), ['UPLINK_ERR_AUTH_REPLAY', 'UPLINK_ERR_AUTH_REPLAY', 'UPLINK_ERR_AUTH_REPLAY', 'UPLINK_ERR_AUTH_REPLAY', 'open']);
+    for (const r of tries) if (r.ok) await closeRaw(r);
+  });
+
   t.test('clock skew beyond the limit, either way', async (t) => {
     for (const offset of [-301_000, 301_000]) {
       const r = await dialRaw(relay.url, handshakeHeaders(relay.url, { mode: 'connect', appliance: a.applianceId, keys, timestamp: Date.now() + offset }));
@@ -120,7 +127,7 @@ t.test('enrollment and connect', async (t) => {
 
   t.test('refusals are counted by code and the relay still serves', async (t) => {
     const metrics = await (await fetch(`${relay.url}/metrics`)).text();
-    t.match(metrics, /uplink_auth_failures_total\{code="UPLINK_ERR_AUTH_REPLAY"\} 1\n/);
+    t.match(metrics, /uplink_auth_failures_total\{code="UPLINK_ERR_AUTH_REPLAY"\} 5\n/);
     t.match(metrics, /uplink_auth_failures_total\{code="UPLINK_ERR_AUTH_CLOCK_SKEW"\} 2\n/);
     t.match(metrics, /uplink_auth_failures_total\{code="UPLINK_ERR_ENROLL_TOKEN_USED"\} 1\n/);
     t.match(metrics, /uplink_auth_failures_total\{code="UPLINK_ERR_AUTH_KEY_REVOKED"\} 1\n/);

@@ -15,6 +15,9 @@ eachBackend(t, async (t, store) => {
     t.equal((await repo.byName('alpha'))?.id, a.id);
     t.equal((await repo.byId(a.id))?.name, 'alpha');
     t.equal(await repo.byName('nope'), undefined);
+    const b = await repo.create({ name: 'alpha-2', customer: 'acme', instanceId: 'i-alpha-2' });
+    t.same((await repo.byIds([b.id, 'apl_ffffffffffffffff', a.id, b.id])).map((x) => x?.name), ['alpha-2', undefined, 'alpha', 'alpha-2'], 'byIds: in the order asked, repeats and unknown ids included');
+    t.same(await repo.byIds([]), []);
     await t.rejects(repo.create({ name: 'alpha', customer: 'other', instanceId: 'i-x' }), { code: 'UPLINK_ERR_CONFLICT' });
   });
 

@@ -13,6 +13,18 @@ eachBackend(t, async (t, store) => {
     const r = await Promise.all([1, 2, 3, 4].map(() => repo.use('nonce-race-bbbbbbbbbbbbbbbbb', 'apl_0000000000000001', T)));
     t.same(r.filter(Boolean).length, 1);
   });
+  t.test('useMany: answers in order; a nonce twice in one batch or already used is a replay', async (t) => {
+    await repo.use('nonce-many-used-eeeeeeeeeeeeee', 'apl_0000000000000001', T);
+    const r = await repo.useMany([
+      { nonce: 'nonce-many-a-ffffffffffffffffff', applianceId: 'apl_0000000000000001', expiresAt: T },
+      { nonce: 'nonce-many-used-eeeeeeeeeeeeee', applianceId: 'apl_0000000000000002', expiresAt: T },
+      { nonce: 'nonce-many-b-gggggggggggggggggg', applianceId: 'apl_0000000000000002', expiresAt: T },
+      { nonce: 'nonce-many-a-ffffffffffffffffff', applianceId: 'apl_0000000000000003', expiresAt: T },
+    ]);
+    t.same(r, [true, false, true, false]);
+    t.same(await repo.useMany([]), []);
+    t.equal(await repo.use('nonce-many-b-gggggggggggggggggg', 'apl_0000000000000002', T), false);
+  });
   t.test('purge drops only expired nonces', async (t) => {
     await repo.use('nonce-old-cccccccccccccccccccc', 'apl_0000000000000001', new Date(T.getTime() - 1000));
     await repo.use('nonce-new-dddddddddddddddddddd', 'apl_0000000000000001', new Date(T.getTime() + 1000));
