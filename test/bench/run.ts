@@ -4,7 +4,8 @@
  * median of several runs with min and max, and ratios against baselines measured in the same
  * run). Not part of `npm test`.
  *
- * Environment: BENCH_AGENTS (default 10000), BENCH_EXEC_SAMPLES (200), BENCH_WINDOWS (3),
+ * Environment: BENCH_AGENTS (default 10000), BENCH_EXEC_AGENTS (1000: exec dispatch is measured
+ * first with this many connected, then with all), BENCH_EXEC_SAMPLES (200), BENCH_WINDOWS (3),
  * BENCH_HEARTBEAT_MS (15000), BENCH_DATABASE_URL (PostgreSQL for the relay; default PGlite),
  * BENCH_ONLY (comma-separated case groups, the keys of GROUPS below).
  */
@@ -26,6 +27,7 @@ const GROUPS: Record<string, (dir: string) => Promise<CaseResult[]>> = {
   fleet: (dir) =>
     runFleetCases(dir, {
       agents: num('BENCH_AGENTS', 10000),
+      execAgents: num('BENCH_EXEC_AGENTS', 1000),
       execSamples: num('BENCH_EXEC_SAMPLES', 200),
       windows: num('BENCH_WINDOWS', 3),
       heartbeatMs: num('BENCH_HEARTBEAT_MS', 15000),
