@@ -60,6 +60,13 @@ export function tokenView(t: ApiToken): Record<string, unknown> {
   };
 }
 
+/** The stored phase summary without the relay's bookkeeping (the agent's fingerprint). */
+function publicPhases(stored: Record<string, unknown> | null): Record<string, unknown> | null {
+  if (!stored) return null;
+  const { fingerprint: _fingerprint, ...view } = stored;
+  return view;
+}
+
 export function buildApiRoutes(deps: ApiDeps): Route<ApiContext>[] {
   const { cfg, store, gateway } = deps;
   const audit = new AuditRepo(store.db);
@@ -82,7 +89,7 @@ export function buildApiRoutes(deps: ApiDeps): Route<ApiContext>[] {
       lastSeenAt: local ? new Date().toISOString() : (a.lastSeenAt?.toISOString() ?? null),
       agentVersion: local?.info.agentVersion ?? p?.agentVersion ?? a.agentVersion,
       remoteAddress: local?.info.remoteAddress ?? p?.remoteAddress ?? a.lastRemoteAddress,
-      phases: a.phaseSummary,
+      phases: publicPhases(a.phaseSummary),
     };
   };
 

@@ -5,7 +5,11 @@
  * carries the mode (aws | local) and the four views.
  *
  * When the state is read:
- * - as soon as an agent connects (a new connection id is seen on the next tick);
+ * - as soon as an agent connects (a new connection id is seen on the next tick), unless the
+ *   store already holds the agent's current state: the relay remembers the fingerprint it
+ *   stored for each appliance (loaded once at start) and opens the first poll held on it, so
+ *   the agent answers at once only if its state moved. A restarted relay taking back ten
+ *   thousand agents therefore writes only the states that changed while it was away;
  * - whenever it changes on the agent host (grant/revoke wake the held poll);
  * - at least every `phases.refreshIntervalSeconds` (the poll's wait; stored only if changed; tags changed from
  *   another machine show up then);
@@ -89,7 +93,11 @@ class PhasePoller {
     private readonly waitSeconds: number,
     private readonly save: (report: StoredPhaseReport) => Promise<void>,
     private readonly log: Logger,
-  ) {}
+    /** The fingerprint of the state the store holds for this appliance, if any. */
+    stored?: string,
+  ) {
+    this.fingerprint = stored;
+  }
 
   /** Read again now, even if a poll is being held. */
   kick(): void {
@@ -200,9 +208,12 @@ export class PhaseSummaryService implements RelayCapability {
   private relay: Relay | undefined;
   private readonly pollers = new Map<string, { poller: PhasePoller; applianceName: string; done: Promise<void> }>();
   private scanTimer: NodeJS.Timeout | undefined;
+  /** Appliance id → fingerprint of the state in the store. */
+  private stored = new Map<string, string>();
 
-  start(relay: Relay): void {
+  async start(relay: Relay): Promise<void> {
     this.relay = relay;
+    this.stored = await relay.store.appliances.phaseFingerprints();
     relay.ops.onRefused((r) => {
       if (!PHASE_REFUSAL_CODES.has(r.code)) return;
       for (const entry of this.pollers.values()) if (entry.applianceName === r.applianceName) entry.poller.kick();
@@ -222,10 +233,12 @@ export class PhaseSummaryService implements RelayCapability {
       if (this.pollers.has(session.connectionId)) continue;
       const { applianceId, applianceName } = session.info;
       const log = relay.log.child({ component: 'phase-summary', appliance: applianceName });
-      const poller = new PhasePoller(session, relay.cfg.phases.refreshIntervalSeconds, async (report) => {
-        await relay.store.appliances.setPhaseSummary(applianceId, { summary: report.summary, phases: report.phases, mode: report.mode, at: report.at });
+      const save = async (report: StoredPhaseReport) => {
+        await relay.store.appliances.setPhaseSummary(applianceId, { summary: report.summary, phases: report.phases, mode: report.mode, at: report.at, fingerprint: report.fingerprint });
+        this.stored.set(applianceId, report.fingerprint);
         log.debug({ summary: report.summary }, 'phase state stored');
-      }, log);
+      };
+      const poller = new PhasePoller(session, relay.cfg.phases.refreshIntervalSeconds, save, log, this.stored.get(applianceId));
       const done = poller.run().catch((err: unknown) => log.error({ err: String(err) }, 'phase poll failed'));
       this.pollers.set(session.connectionId, { poller, applianceName, done });
     }

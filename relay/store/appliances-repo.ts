@@ -171,6 +171,14 @@ export class AppliancesRepo {
     }
   }
 
+  /** Appliance id → the `fingerprint` of its stored phase summary, for those that have one. */
+  async phaseFingerprints(): Promise<Map<string, string>> {
+    const r = await this.db.query<{ id: string; fp: string }>(
+      "SELECT id, phase_summary->>'fingerprint' AS fp FROM appliances WHERE phase_summary->>'fingerprint' IS NOT NULL",
+    );
+    return new Map(r.rows.map((row) => [row.id, row.fp]));
+  }
+
   async setPhaseSummary(id: string, summary: Record<string, unknown>): Promise<void> {
     await this.db.query('UPDATE appliances SET phase_summary = $2 WHERE id = $1', [id, JSON.stringify(summary)]);
   }

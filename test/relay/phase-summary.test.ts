@@ -11,7 +11,8 @@ import { runAccessCommand } from '../../agent/cli/access.js';
 import { encodeSpec, AGENT_PATHS, OP_HEADERS } from '../../shared/protocol.js';
 import { readSmallBody } from '../../relay/ops-bridge.js';
 import { retryDelay } from '../../relay/phase-summary.js';
-import { adminClient, createAppliance, startAgent, startRelay, waitFor } from '../helpers/cluster.js';
+import { join } from 'node:path';
+import { adminClient, createAppliance, startAgent, startRelay, tempDir, waitFor } from '../helpers/cluster.js';
 import type { ApiClient } from '../../relay/cli/api-client.js';
 import type { Relay } from '../../relay/server.js';
 
@@ -143,6 +144,50 @@ t.test('a refresh that finds the same state stores nothing', async (t) => {
   t.equal(await runAccessCommand('grant', ['operate', '--for', '2h'], { stateDir: agent.cfg.stateDir, config: { local: agent.cfg.local }, io: io as never }), 0, out.join(''));
   await waitFor(async () => (await phasesOf(client, 'phases-d'))!.phases.operate!.state === 'open', 10_000, 'a change is stored');
   t.equal(stores, 2);
+});
+
+/** Counts setPhaseSummary calls on this relay (the real write still happens). */
+function countStores(relay: Relay): () => number {
+  let stores = 0;
+  const original = relay.store.appliances.setPhaseSummary.bind(relay.store.appliances);
+  relay.store.appliances.setPhaseSummary = async (...args: Parameters<typeof original>) => {
+    stores++;
+    return original(...args);
+  };
+  return () => stores;
+}
+
+t.test('a restarted relay resumes from the stored state: no write if it did not change, one if it did', async (t) => {
+  const dataDir = join(tempDir(t, 'uplink-phases-'), 'data');
+  const config = { phases: { refreshIntervalSeconds: 300 } };
+  const first = await startRelay(t, { dataDir, config });
+  const listen = { host: '127.0.0.1', port: Number(new URL(first.url).port) };
+  const enrolled = await createAppliance(adminClient(t, first), 'phases-r');
+  const agent = await startAgent(t, first, enrolled);
+  await waitFor(async () => (await phasesOf(adminClient(t, first), 'phases-r')) !== null, 10_000, 'phase state stored on connect');
+  const before = (await phasesOf(adminClient(t, first), 'phases-r'))!;
+  t.notOk('fingerprint' in before, 'the API does not show the fingerprint the relay keeps');
+  await first.close();
+
+  const second = await startRelay(t, { dataDir, config: { ...config, listen } });
+  const stores = countStores(second);
+  const client = adminClient(t, second);
+  await waitFor(() => second.gateway.get(enrolled.applianceId) !== undefined, 15_000, 'agent back');
+  await new Promise((r) => setTimeout(r, 2500));
+  t.equal(stores(), 0, 'unchanged: the first poll is held, nothing is written');
+  t.equal((await phasesOf(client, 'phases-r'))!.at, before.at);
+  const io = { stdout: { write: () => true }, stderr: { write: () => true } };
+  t.equal(await runAccessCommand('grant', ['operate', '--for', '2h'], { stateDir: agent.cfg.stateDir, config: { local: agent.cfg.local }, io: io as never }), 0);
+  await waitFor(async () => (await phasesOf(client, 'phases-r'))!.phases.operate!.state === 'open', 10_000, 'a change after the restart is stored');
+  t.equal(stores(), 1);
+  await second.close();
+
+  // Changed while no relay was there: the new relay's first poll is answered at once.
+  t.equal(await runAccessCommand('revoke', ['operate'], { stateDir: agent.cfg.stateDir, config: { local: agent.cfg.local }, io: io as never }), 0);
+  const third = await startRelay(t, { dataDir, config: { ...config, listen } });
+  const thirdStores = countStores(third);
+  await waitFor(async () => (await phasesOf(adminClient(t, third), 'phases-r'))!.phases.operate!.state === 'closed', 15_000, 'the change made while away is stored on reconnect');
+  t.equal(thirdStores(), 1);
 });
 
 t.test('failed reads back off: 5 s doubling up to the refresh interval, never under 5 s', async (t) => {
