@@ -132,9 +132,12 @@ export class AgentGateway {
     log.info({ mode: verified.mode, remote, agentVersion: verified.agentVersion, connection: session.connectionId }, 'agent connected');
 
     const now = new Date();
+    // The appliance row was just read for the handshake: version and address are written only
+    // when they changed (last-seen is kept fresh by the heartbeat sweep and the disconnect).
+    const seenChanged = appliance.agentVersion !== verified.agentVersion || appliance.lastRemoteAddress !== remote;
     this.presence.connected(
       { applianceId: appliance.id, relayId: this.relayId, connectionId: session.connectionId, connectedAt: now, remoteAddress: remote, agentVersion: verified.agentVersion },
-      { agentVersion: verified.agentVersion, remoteAddress: remote, at: now },
+      seenChanged ? { agentVersion: verified.agentVersion, remoteAddress: remote, at: now } : undefined,
     );
 
     ws.on('error', (err) => log.debug({ err: err.message }, 'agent websocket error'));
@@ -146,7 +149,8 @@ export class AgentGateway {
       session.destroy();
       this.metrics.disconnections.inc({ reason: String(code) });
       log.info({ code, reason: reason.toString(), connection: session.connectionId }, 'agent disconnected');
-      this.presence.disconnected(appliance.id, session.connectionId, new Date()).catch((err) => log.error({ err: String(err) }, 'cannot clear presence'));
+      // While draining, drain() stamps last-seen for all at once and the relay's presence rows go with it.
+      if (!this.draining) this.presence.disconnected(appliance.id, session.connectionId, new Date()).catch((err) => log.error({ err: String(err) }, 'cannot clear presence'));
       this.events.onDisconnected?.(session);
     });
     this.events.onConnected?.(session);
@@ -185,10 +189,12 @@ export class AgentGateway {
   async drain(deadlineMs: number): Promise<void> {
     this.draining = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    const held = [...this.sessions.keys()];
     await Promise.all([...this.sessions.values()].map((s) => s.drain(deadlineMs)));
     this.sessions.clear();
     this.metrics.agentsConnected.set(0);
     this.wss.close();
     await this.presence.flush();
+    await this.store.appliances.touchLastSeen(held, new Date()).catch((err) => this.log.error({ err: String(err) }, 'cannot update last seen'));
   }
 }

@@ -16,7 +16,8 @@ import { Batcher } from './store/batcher.js';
 
 interface Entry {
   presence: Presence;
-  seen: Seen;
+  /** Undefined when the appliance row already says this. */
+  seen: Seen | undefined;
 }
 
 export class PresenceWriter {
@@ -30,7 +31,7 @@ export class PresenceWriter {
   }
 
   /** Record a new connection (written shortly, with whoever else connected meanwhile). */
-  connected(presence: Presence, seen: Seen): void {
+  connected(presence: Presence, seen?: Seen): void {
     void this.batches.call({ presence, seen });
   }
 
@@ -51,7 +52,7 @@ export class PresenceWriter {
     try {
       await Promise.all([
         this.store.presence.setMany(batch.map((e) => e.presence)),
-        this.store.appliances.recordSeenMany(batch.map((e) => ({ id: e.presence.applianceId, ...e.seen }))),
+        this.store.appliances.recordSeenMany(batch.flatMap((e) => (e.seen ? [{ id: e.presence.applianceId, ...e.seen }] : []))),
       ]);
     } catch (err) {
       this.log.error({ err: String(err), agents: batch.length }, 'cannot record presence');

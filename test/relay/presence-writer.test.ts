@@ -71,6 +71,18 @@ eachBackend(t, async (t, store) => {
     t.same(await store.presence.listLive(T, 30_000).then((l) => l.find((p) => p.applianceId === apps[1]!.id)?.remoteAddress), null);
   });
 
+  t.test('nothing new to say about the agent: presence is written, the appliance row is not', async (t) => {
+    const { log } = capture();
+    const c = counted(store);
+    const w = new PresenceWriter(c.store, log);
+    const row = await store.appliances.byId(apps[2]!.id);
+    w.connected(presenceOf(apps[2]!.id, 'c-same'));
+    await w.flush();
+    t.same(c.calls, { setMany: [1], recordSeenMany: [0] });
+    t.same((await live()).filter(([id]) => id === apps[2]!.id), [[apps[2]!.id, 'c-same']]);
+    t.same(await store.appliances.byId(apps[2]!.id), row);
+  });
+
   t.test('a reconnect in the same batch: the later connection wins', async (t) => {
     const { log } = capture();
     const w = new PresenceWriter(store, log);

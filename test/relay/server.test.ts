@@ -92,6 +92,7 @@ t.test('graceful shutdown: in-flight exec finishes, agent reconnects to a new re
   const client = adminClient(t, relay);
   const enrolled = await createAppliance(client, 'drain-a');
   const agent = await startAgent(t, relay, enrolled, AGENT);
+  const beforeClose = Date.now();
   const inflight = runExec(client, 'drain-a', { command: 'sh', args: ['-c', 'echo started; sleep 1; echo finished'] }, {
     onFirstOutput: () => void relay.close(),
   });
@@ -101,6 +102,10 @@ t.test('graceful shutdown: in-flight exec finishes, agent reconnects to a new re
   await relay.close();
   const again = await startRelay(t, { dataDir, config: { ...FAST, listen: { host: '127.0.0.1', port } } });
   t.equal(again.url, relay.url);
+  const stamped = await again.store.appliances.byName('drain-a');
+  t.ok(stamped!.lastSeenAt!.getTime() >= beforeClose, 'the draining relay stamped last seen for the agents it held');
+  t.equal(stamped!.lastRemoteAddress, '127.0.0.1');
+  t.same((await again.store.presence.listLive(new Date(), 30_000)).filter((p) => p.relayId === relay.relayId), [], 'and took its presence rows with it');
   await waitFor(() => again.gateway.get(enrolled.applianceId) !== undefined, 20_000, 'agent back on the new relay');
   await waitFor(() => agent.connection?.status.connected === true, 10_000, 'agent reports connected');
   t.ok(agent.connection!.status.reconnects >= 1, 'it reconnected by itself');
