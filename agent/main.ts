@@ -2,8 +2,8 @@
 /**
  * uplink-agent: runs in the customer's account, dials out to the relay, never listens.
  */
-import { UplinkError, toUplinkError } from '../shared/errors.js';
-import { EXIT, parseCommand, printError, str } from '../shared/cli-args.js';
+import { UplinkError } from '../shared/errors.js';
+import { EXIT, parseCommand, runProgram, str } from '../shared/cli-args.js';
 import { createLogger } from '../shared/logger.js';
 import { VERSION } from '../shared/version.js';
 import { loadAgentConfig } from './config.js';
@@ -109,42 +109,27 @@ async function customerAccess(cmd: 'access' | 'grant' | 'revoke', argv: string[]
   }
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const json = argv.includes('--json');
-  try {
-    const [cmd, ...rest] = argv;
-    if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
-      process.stdout.write(`${VERSION}\n`);
-      return EXIT.ok;
-    }
-    if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
-      process.stdout.write(HELP);
-      return cmd === undefined ? EXIT.usage : EXIT.ok;
-    }
-    switch (cmd) {
-      case 'run':
-        return await run(rest);
-      case 'health':
-        return health(rest);
-      case 'access':
-      case 'grant':
-      case 'revoke':
-        return await customerAccess(cmd, rest);
-      case 'audit':
+export function main(argv: string[]): Promise<number> {
+  return runProgram(argv, {
+    version: VERSION,
+    help: HELP,
+    commands: {
+      run: (rest) => run(rest),
+      health: (rest) => health(rest),
+      access: (rest) => customerAccess('access', rest),
+      grant: (rest) => customerAccess('grant', rest),
+      revoke: (rest) => customerAccess('revoke', rest),
+      audit: (rest) => {
         if (rest.includes('--help') || rest.includes('-h')) {
           process.stdout.write(AUDIT_HELP);
           return EXIT.ok;
         }
-        return await runAuditCommand(rest, requireStateDir(), io);
-      case 'credentials':
-        // credential_process for child processes; see agent/phases/credential-process.ts
-        return await runCredentialProcess(rest, { stdout: process.stdout, stderr: process.stderr });
-      default:
-        throw new UplinkError('UPLINK_ERR_USAGE', `unknown command "${cmd}" (try --help)`);
-    }
-  } catch (err) {
-    return printError({ stdout: process.stdout, stderr: process.stderr }, toUplinkError(err), json);
-  }
+        return runAuditCommand(rest, requireStateDir(), io);
+      },
+      // credential_process for child processes; see agent/phases/credential-process.ts
+      credentials: (rest) => runCredentialProcess(rest, { stdout: process.stdout, stderr: process.stderr }),
+    },
+  });
 }
 
 main(process.argv.slice(2)).then((code) => {

@@ -6,7 +6,7 @@
  *                      [--tls-cert F --tls-key F | --insecure-http [--insecure-http-any]]
  */
 import { UplinkError } from '../shared/errors.js';
-import { parseCommand, printError, str, EXIT } from '../shared/cli-args.js';
+import { parseCommand, runProgram, str, EXIT } from '../shared/cli-args.js';
 import { parseHostPort, readJsonFile } from '../shared/config-validate.js';
 import { VERSION } from '../shared/version.js';
 import { loadRelayConfig } from './config.js';
@@ -106,23 +106,8 @@ async function serve(argv: string[]): Promise<number> {
   return -1; // keep running
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const json = argv.includes('--json');
-  try {
-    const [cmd, ...rest] = argv;
-    if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
-      process.stdout.write(`${VERSION}\n`);
-      return EXIT.ok;
-    }
-    if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
-      process.stdout.write(HELP);
-      return cmd === undefined ? EXIT.usage : EXIT.ok;
-    }
-    if (cmd === 'serve') return await serve(rest);
-    throw new UplinkError('UPLINK_ERR_USAGE', `unknown command "${cmd}" (try --help)`);
-  } catch (err) {
-    return printError({ stdout: process.stdout, stderr: process.stderr }, err, json);
-  }
+export function main(argv: string[]): Promise<number> {
+  return runProgram(argv, { version: VERSION, help: HELP, commands: { serve: (rest) => serve(rest) } });
 }
 
 main(process.argv.slice(2)).then((code) => {

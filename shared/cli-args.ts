@@ -52,3 +52,31 @@ export function printError(io: Io, err: unknown, json: boolean): number {
   else io.stderr.write(`error ${e.code}: ${e.message}\n`);
   return e.code === 'UPLINK_ERR_USAGE' ? EXIT.usage : EXIT.failure;
 }
+
+/** A program's commands: each gets the arguments after its name and returns the exit status. */
+export type Commands = Record<string, (rest: string[]) => Promise<number> | number>;
+
+/**
+ * The entry of a daemon's command line: `--version`, `--help` (no command at all is a usage
+ * error that prints the help), dispatch to a command, and any error printed with its code
+ * (as JSON when `--json` is anywhere in argv) and turned into the exit status.
+ */
+export async function runProgram(argv: string[], program: { version: string; help: string; commands: Commands }, io: Io = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const json = argv.includes('--json');
+  try {
+    const [cmd, ...rest] = argv;
+    if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
+      io.stdout.write(`${program.version}\n`);
+      return EXIT.ok;
+    }
+    if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+      io.stdout.write(program.help);
+      return cmd === undefined ? EXIT.usage : EXIT.ok;
+    }
+    const command = Object.hasOwn(program.commands, cmd) ? program.commands[cmd] : undefined;
+    if (!command) throw new UplinkError('UPLINK_ERR_USAGE', `unknown command "${cmd}" (try --help)`);
+    return await command(rest);
+  } catch (err) {
+    return printError(io, err, json);
+  }
+}
