@@ -15,11 +15,10 @@
  */
 import type { Logger } from '../shared/logger.js';
 import type { JsonValue } from '../shared/audit/canonical-json.js';
-import { UplinkError } from '../shared/errors.js';
 import type { RelayCapability } from './capabilities.js';
 import type { OpStartInfo, OpTap } from './ops-bridge.js';
 import type { ApiContext } from './api-routes.js';
-import { sendJson, type Route } from './http-util.js';
+import { listQuery, sendJson, type Route } from './http-util.js';
 import { ApiAuthenticator } from './api-auth.js';
 import { AuditRepo } from './store/audit-repo.js';
 import type { Store } from './store/store.js';
@@ -72,8 +71,6 @@ export function auditTap(repo: AuditRepo, log: Logger): (info: OpStartInfo) => O
   };
 }
 
-const LIMIT = /^[1-9]\d{0,5}$/;
-
 /** Audit routes; `appliance` may be a name (resolved to its id) or an id of a deleted one. */
 export function auditRoutes(store: Store, repo: AuditRepo): Route<ApiContext>[] {
   return [
@@ -83,12 +80,9 @@ export function auditRoutes(store: Store, repo: AuditRepo): Route<ApiContext>[] 
       name: 'audit.list',
       handler: async (ctx) => {
         ApiAuthenticator.require(ctx.token, 'read');
-        const q = new URL(ctx.req.url ?? '/', 'http://x').searchParams;
-        const limitText = q.get('limit');
-        if (limitText !== null && !LIMIT.test(limitText)) throw new UplinkError('UPLINK_ERR_BAD_REQUEST', 'limit must be a positive integer');
-        const name = q.get('appliance');
+        const { appliance: name, limit } = listQuery(ctx.req);
         const appliance = name === null ? undefined : ((await store.appliances.byName(name))?.id ?? name);
-        const events = await repo.list({ ...(appliance !== undefined ? { appliance } : {}), ...(limitText !== null ? { limit: Number(limitText) } : {}) });
+        const events = await repo.list({ ...(appliance !== undefined ? { appliance } : {}), ...(limit !== undefined ? { limit } : {}) });
         sendJson(ctx.res, 200, { events });
       },
     },

@@ -64,3 +64,16 @@ export function matchRoute<C>(routes: readonly Route<C>[], method: string, path:
   }
   return pathMatched ? 'method' : undefined;
 }
+
+const LIST_LIMIT = /^[1-9]\d{0,5}$/;
+
+/**
+ * The query of a list route (`?appliance=NAME&limit=N`): `limit`, when given, must be a
+ * positive integer below a million (UPLINK_ERR_BAD_REQUEST otherwise).
+ */
+export function listQuery(req: IncomingMessage): { appliance: string | null; limit?: number } {
+  const q = new URL(req.url ?? '/', 'http://x').searchParams;
+  const limitText = q.get('limit');
+  if (limitText !== null && !LIST_LIMIT.test(limitText)) throw new UplinkError('UPLINK_ERR_BAD_REQUEST', 'limit must be a positive integer');
+  return { appliance: q.get('appliance'), ...(limitText !== null ? { limit: Number(limitText) } : {}) };
+}

@@ -14,11 +14,10 @@ import { once } from 'node:events';
 import { UplinkError } from '../../shared/errors.js';
 import type { ApiContext } from '../api-routes.js';
 import { ApiAuthenticator } from '../api-auth.js';
-import { sendJson, type Route } from '../http-util.js';
+import { listQuery, sendJson, type Route } from '../http-util.js';
 import type { Store } from '../store/store.js';
 import type { SessionRecord, SessionsRepo } from '../store/sessions-repo.js';
 
-const LIMIT = /^[1-9]\d{0,5}$/;
 
 export function sessionView(s: SessionRecord, applianceName: string | null): Record<string, unknown> {
   return {
@@ -57,17 +56,14 @@ export function sessionRoutes(store: Store, repo: SessionsRepo): Route<ApiContex
       name: 'sessions.list',
       handler: async (ctx) => {
         ApiAuthenticator.require(ctx.token, 'read');
-        const q = new URL(ctx.req.url ?? '/', 'http://x').searchParams;
-        const limitText = q.get('limit');
-        if (limitText !== null && !LIMIT.test(limitText)) throw new UplinkError('UPLINK_ERR_BAD_REQUEST', 'limit must be a positive integer');
-        const name = q.get('appliance');
+        const { appliance: name, limit } = listQuery(ctx.req);
         let applianceId: string | undefined;
         if (name !== null) {
           const a = await store.appliances.byName(name);
           if (!a) throw new UplinkError('UPLINK_ERR_NOT_FOUND', `no appliance named "${name}"`);
           applianceId = a.id;
         }
-        const list = await repo.list({ ...(applianceId ? { applianceId } : {}), ...(limitText !== null ? { limit: Number(limitText) } : {}) });
+        const list = await repo.list({ ...(applianceId ? { applianceId } : {}), ...(limit !== undefined ? { limit } : {}) });
         const sessions = [];
         for (const s of list) sessions.push(sessionView(s, await nameOf(s.applianceId)));
         sendJson(ctx.res, 200, { sessions });
