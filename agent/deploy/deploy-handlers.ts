@@ -18,6 +18,7 @@ import type { Agent } from '../agent.js';
 import { PinnedApplianceName, applianceNameHandler } from '../appliance-name.js';
 import type { AgentCapability } from '../capabilities.js';
 import { DeployService, type RunRequest, type StoredResult } from './deploy-service.js';
+import { wakeOn } from '../../shared/wake.js';
 
 /** Largest log piece per NDJSON line (before base64). */
 export const LOG_EVENT_BYTES = 64 * 1024;
@@ -118,22 +119,7 @@ export async function pumpEvents(service: DeployService, stream: ServerHttp2Stre
       stream.end(`${JSON.stringify({ type: 'result', ...lost })}\n`);
       return;
     }
-    await new Promise<void>((resolve) => {
-      const wake = (which: string) => {
-        if (which === id) finish();
-      };
-      const finish = () => {
-        clearTimeout(timer);
-        service.events.off('output', wake);
-        service.events.off('end', wake);
-        stream.off('close', finish);
-        resolve();
-      };
-      const timer = setTimeout(finish, FOLLOW_POLL_MS);
-      service.events.on('output', wake);
-      service.events.on('end', wake);
-      stream.once('close', finish);
-    });
+    await wakeOn(service.events, ['output', 'end'], id, stream, FOLLOW_POLL_MS);
   }
 }
 

@@ -28,6 +28,7 @@ import { AuditRepo } from '../store/audit-repo.js';
 import { DeploymentsRepo, FINAL_STATUSES, type Deployment, type ReleaseRow } from './deployments-repo.js';
 import { announceApplianceName } from './appliance-name-announce.js';
 import { DeploymentScheduler } from './scheduler.js';
+import { wakeOn } from '../../shared/wake.js';
 
 /** Chunks read from the store per round trip when serving logs. */
 const LOG_CHUNKS_PER_READ = 256;
@@ -92,20 +93,7 @@ export function buildDeploymentRoutes(relay: Relay, repo: DeploymentsRepo, sched
         if (chunks.length === 0) break;
         continue;
       }
-      await new Promise<void>((resolve) => {
-        const wake = (which: string) => which === id && done();
-        const done = () => {
-          clearTimeout(timer);
-          scheduler.events.off('log', wake);
-          scheduler.events.off('end', wake);
-          res.off('close', done);
-          resolve();
-        };
-        const timer = setTimeout(done, FOLLOW_POLL_MS);
-        scheduler.events.on('log', wake);
-        scheduler.events.on('end', wake);
-        res.once('close', done);
-      });
+      await wakeOn(scheduler.events, ['log', 'end'], id, res, FOLLOW_POLL_MS);
     }
     res.end();
   };
