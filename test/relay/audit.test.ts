@@ -6,7 +6,6 @@
  * --verify` exit 1.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ADMIN_TOKEN, adminClient, createAppliance, startAgent, startRelay, waitFor } from '../helpers/cluster.js';
@@ -14,21 +13,11 @@ import { runExec } from '../helpers/exec-client.js';
 import { auditLogPath } from '../../agent/audit-log.js';
 import type { AuditRecord } from '../../shared/audit/event.js';
 import { targetOf } from '../../relay/audit.js';
+import { runNode } from '../helpers/processes.js';
 
 const CLI = fileURLToPath(new URL('../../dist/relay/cli/main.js', import.meta.url));
 const AGENT_CLI = fileURLToPath(new URL('../../dist/agent/main.js', import.meta.url));
 
-/** Run a built CLI without blocking this process (the relay under test lives here). */
-function runNode(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
 
 t.test('targetOf names what an operation acted on', async (t) => {
   t.equal(targetOf('exec', { command: 'ls', args: ['-l', '/tmp'] }), 'ls -l /tmp');

@@ -6,7 +6,6 @@
  * and `uplink replay` says so and exits 3.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Readable, type Duplex } from 'node:stream';
 import { ADMIN_TOKEN, adminClient, createAppliance, startAgent, startRelay, waitFor } from '../../helpers/cluster.js';
@@ -17,20 +16,10 @@ import { AsciicastReader, replay } from '../../../relay/recordings/asciicast-rep
 import { NO_EXIT_REASON, RELAY_SHUTDOWN_REASON } from '../../../relay/recordings/recorder.js';
 import { SessionsRepo } from '../../../relay/store/sessions-repo.js';
 import type { SessionView } from '../../../relay/cli/commands/sessions.js';
+import { runNode } from '../../helpers/processes.js';
 
 const CLI = fileURLToPath(new URL('../../../dist/relay/cli/main.js', import.meta.url));
 
-/** Run a built CLI without blocking this process (the relay under test lives here). */
-function runNode(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
 const OPERATE = { local: { operate: 'enabled' }, operations: { shell: { shell: '/bin/sh' }, exec: { killGraceMs: 200 } } };
 
 /** Everything the client received on stdout/stderr, in arrival order, as bytes. */

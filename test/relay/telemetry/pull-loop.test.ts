@@ -4,99 +4,20 @@
  * server and a file sink, then acknowledges. Exact ids and resource attributes.
  */
 import t from 'tap';
-import { createServer } from 'node:net';
-import { readFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { request } from 'undici';
-import { ADMIN_TOKEN, adminClient, createAppliance, startAgent, startRelay, tempDir, waitFor } from '../../helpers/cluster.js';
-import { startTestOtlpServer } from './otlp-test-server.js';
+import { ADMIN_TOKEN, adminClient, createAppliance, startAgent, startRelay, waitFor } from '../../helpers/cluster.js';
+import { agentTelemetry, fileRequests, flattenLogs, logsRequest, postLogs, startTelemetryRelay } from './otlp-logs.js';
+import { freePort } from '../../helpers/moto.js';
 import { recordsFromExportRequest } from '../../../shared/telemetry/otlp-convert.js';
-import type { OtlpObject } from '../../../shared/telemetry/otlp-proto.js';
-import type { TelemetryCapability } from '../../../relay/telemetry/telemetry-capability.js';
-import { RECORD_ID_ATTRIBUTE } from '../../../relay/telemetry/pull-loop.js';
 import type { Agent } from '../../../agent/agent.js';
-import type { TelemetryService } from '../../../agent/telemetry/telemetry-service.js';
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
-function logsRequest(messages: string[], baseNs = 1_700_000_000_000_000_000n): OtlpObject {
-  return {
-    resourceLogs: [
-      {
-        resource: { attributes: [{ key: 'service.name', value: { stringValue: 'billing' } }] },
-        scopeLogs: [{ scope: { name: 'app' }, logRecords: messages.map((m, i) => ({ timeUnixNano: String(baseNs + BigInt(i)), severityText: 'INFO', body: { stringValue: m } })) }],
-      },
-    ],
-  };
-}
-
-async function postLogs(port: number, req: OtlpObject): Promise<number> {
-  const res = await request(`http://127.0.0.1:${port}/v1/logs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(req) });
-  await res.body.text();
-  return res.statusCode;
-}
-
-type Attr = { key: string; value: Record<string, unknown> };
-/** Flatten OTLP/JSON logs into (id attribute, body, resource attributes). */
-function flattenLogs(requests: OtlpObject[]): Array<{ id: string; body: string; resource: Record<string, unknown> }> {
-  const out: Array<{ id: string; body: string; resource: Record<string, unknown> }> = [];
-  for (const req of requests) {
-    for (const rl of (req.resourceLogs ?? []) as OtlpObject[]) {
-      const resource = Object.fromEntries((((rl.resource as OtlpObject)?.attributes ?? []) as Attr[]).map((a) => [a.key, Object.values(a.value)[0]]));
-      for (const sl of (rl.scopeLogs ?? []) as OtlpObject[]) {
-        for (const lr of (sl.logRecords ?? []) as OtlpObject[]) {
-          const attrs = (lr.attributes ?? []) as Attr[];
-          const id = attrs.find((a) => a.key === RECORD_ID_ATTRIBUTE)?.value.stringValue as string;
-          out.push({ id, body: (lr.body as { stringValue: string }).stringValue, resource });
-        }
-      }
-    }
-  }
-  return out;
-}
-
-function fileRequests(path: string): OtlpObject[] {
-  if (!existsSync(path)) return [];
-  return readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as OtlpObject);
-}
-
-/** Records still unacknowledged in the agent's spool (the running service is found through its handlers' owner). */
-function agentService(agent: Agent): TelemetryService {
-  const cap = (agent as unknown as { capabilities: Array<{ name: string; service?: TelemetryService }> }).capabilities.find((c) => c.name === 'telemetry');
-  if (!cap?.service) throw new Error('the agent runs no telemetry service');
-  return cap.service;
-}
 
 function agentSpoolRecords(agent: Agent): number {
-  return agentService(agent).spool.stats().records;
+  return agentTelemetry(agent).spool.stats().records;
 }
 
 // One relay for every subtest (starting a relay migrates a fresh store, the slow part).
-const otlp = await startTestOtlpServer(t);
-const filePath = join(tempDir(t, 'uplink-sink-'), 'telemetry.jsonl');
-const relay = await startRelay(t, {
-  config: {
-    telemetry: {
-      sinks: [
-        { type: 'otlp-http', name: 'collector', endpoint: otlp.url, encoding: 'json' },
-        { type: 'file', name: 'local', path: filePath },
-      ],
-      pullIntervalMs: 20,
-      maxBackoffMs: 50,
-    },
-  },
-});
+const { otlp, filePath, relay, cap } = await startTelemetryRelay(t);
 const client = adminClient(t, relay);
-const cap = (relay as unknown as { capabilities: TelemetryCapability[] }).capabilities.find((c) => c.name === 'telemetry')!;
 
 const appLogs = (name: string) => flattenLogs(otlp.received.filter((r) => r.signal === 'logs').map((r) => r.request)).filter((l) => l.resource['uplink.appliance.name'] === name);
 
@@ -171,7 +92,7 @@ t.test('spool full: the oldest records are dropped, counted, reported to the rel
   otlp.fallback = () => ({ status: 503 });
   t.teardown(() => void (otlp.fallback = () => ({ status: 200 })));
   for (let i = 0; i < 10; i++) t.equal(await postLogs(port, logsRequest(Array.from({ length: 10 }, (_, j) => `burst ${i}.${j}`), BigInt(i) * 1000n + 1n)), 200);
-  const service = agentService(agent);
+  const service = agentTelemetry(agent);
   const dropped = service.spool.stats().droppedRecords;
   t.ok(dropped > 0, `the spool dropped ${dropped} records to stay within maxBytes`);
   t.ok(service.spool.stats().diskBytes <= 8192, 'the spool stayed within its bound');

@@ -7,116 +7,55 @@
  * (an older version) still gets every record once, and the relay stops reading ahead.
  */
 import t from 'tap';
-import { createServer } from 'node:net';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { ServerHttp2Stream } from 'node:http2';
-import { request } from 'undici';
-import { adminClient, createAppliance, startAgent, startRelay, tempDir, waitFor } from '../../helpers/cluster.js';
-import { startTestOtlpServer } from './otlp-test-server.js';
+import { adminClient, createAppliance, startAgent, waitFor } from '../../helpers/cluster.js';
+import { agentTelemetry, fileRequests, flattenLogs, logsRequest, postLogs, startTelemetryRelay } from './otlp-logs.js';
+import { freePort } from '../../helpers/moto.js';
 import { AGENT_PATHS } from '../../../shared/protocol.js';
 import type { OtlpObject } from '../../../shared/telemetry/otlp-proto.js';
 import type { PullSpec } from '../../../shared/telemetry/pull-protocol.js';
-import { RECORD_ID_ATTRIBUTE } from '../../../relay/telemetry/pull-loop.js';
-import type { TelemetryCapability } from '../../../relay/telemetry/telemetry-capability.js';
 import type { Agent } from '../../../agent/agent.js';
-import type { TelemetryService } from '../../../agent/telemetry/telemetry-service.js';
 
 const BATCH = 4;
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
+async function postMessages(port: number, messages: string[]): Promise<number> {
+  return postLogs(port, logsRequest(messages));
 }
 
-async function postLogs(port: number, messages: string[]): Promise<number> {
-  const req = {
-    resourceLogs: [
-      {
-        resource: { attributes: [{ key: 'service.name', value: { stringValue: 'orders' } }] },
-        scopeLogs: [{ logRecords: messages.map((m, i) => ({ timeUnixNano: String(1_700_000_000_000_000_000n + BigInt(i)), body: { stringValue: m } })) }],
-      },
-    ],
-  };
-  const res = await request(`http://127.0.0.1:${port}/v1/logs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(req) });
-  await res.body.text();
-  return res.statusCode;
-}
-
-type Attr = { key: string; value: Record<string, unknown> };
+/** (id, body) of the log records delivered for `appliance`, in order. */
 function bodiesOf(requests: OtlpObject[], appliance: string): Array<{ id: string; body: string }> {
-  const out: Array<{ id: string; body: string }> = [];
-  for (const req of requests) {
-    for (const rl of (req.resourceLogs ?? []) as OtlpObject[]) {
-      const res = ((rl.resource as OtlpObject).attributes ?? []) as Attr[];
-      if (!res.some((a) => a.key === 'uplink.appliance.name' && a.value.stringValue === appliance)) continue;
-      for (const sl of (rl.scopeLogs ?? []) as OtlpObject[]) {
-        for (const lr of (sl.logRecords ?? []) as OtlpObject[]) {
-          out.push({ id: ((lr.attributes ?? []) as Attr[]).find((a) => a.key === RECORD_ID_ATTRIBUTE)!.value.stringValue as string, body: (lr.body as { stringValue: string }).stringValue });
-        }
-      }
-    }
-  }
-  return out;
-}
-
-function fileRequests(path: string): OtlpObject[] {
-  if (!existsSync(path)) return [];
-  return readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as OtlpObject);
-}
-
-function service(agent: Agent): TelemetryService {
-  return (agent as unknown as { capabilities: Array<{ name: string; service?: TelemetryService }> }).capabilities.find((c) => c.name === 'telemetry')!.service!;
+  return flattenLogs(requests)
+    .filter((l) => l.resource['uplink.appliance.name'] === appliance)
+    .map(({ id, body }) => ({ id, body }));
 }
 
 /** Record every pull spec the relay sends; `strip` makes the agent ignore `after`, as an older agent does. */
 function spyPulls(agent: Agent, strip = false): PullSpec[] {
   const specs: PullSpec[] = [];
-  const svc = service(agent) as unknown as { pull(stream: ServerHttp2Stream, spec: unknown): Promise<void> };
+  const svc = agentTelemetry(agent) as unknown as { pull(stream: ServerHttp2Stream, spec: unknown): Promise<void> };
   agent.tunnel.handle(AGENT_PATHS.telemetryPull, (stream, ctx) => {
     const spec = ctx.spec as PullSpec;
     specs.push(spec);
     const { after: _after, ...rest } = spec;
-    return svc.pull.call(service(agent), stream, strip ? rest : spec);
+    return svc.pull.call(agentTelemetry(agent), stream, strip ? rest : spec);
   });
   return specs;
 }
 
-const otlp = await startTestOtlpServer(t);
-const filePath = join(tempDir(t, 'uplink-sink-'), 'telemetry.jsonl');
-const relay = await startRelay(t, {
-  config: {
-    telemetry: {
-      sinks: [
-        { type: 'otlp-http', name: 'collector', endpoint: otlp.url, encoding: 'json' },
-        { type: 'file', name: 'local', path: filePath },
-      ],
-      pullIntervalMs: 20,
-      maxBackoffMs: 50,
-      maxBatchRecords: BATCH,
-    },
-  },
-});
+const { otlp, filePath, relay, cap } = await startTelemetryRelay(t, { maxBatchRecords: BATCH });
 const client = adminClient(t, relay);
-const cap = (relay as unknown as { capabilities: TelemetryCapability[] }).capabilities.find((c) => c.name === 'telemetry')!;
-const agentTelemetry = (port: number) => ({ telemetry: { otlpReceiver: { enabled: true, port }, health: { intervalSeconds: 86_400 } } });
+const telemetryConfig = (port: number) => ({ telemetry: { otlpReceiver: { enabled: true, port }, health: { intervalSeconds: 86_400 } } });
 const messages = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}-${String(i).padStart(3, '0')}`);
 
 t.test('the relay reads the next batch ahead; every record once, in order', async (t) => {
   const enrolled = await createAppliance(client, 'ahead-1');
   const port = await freePort();
-  const agent = await startAgent(t, relay, enrolled, agentTelemetry(port));
+  const agent = await startAgent(t, relay, enrolled, telemetryConfig(port));
   const specs = spyPulls(agent);
   const sent = messages('m', 40);
-  t.equal(await postLogs(port, sent), 200);
+  t.equal(await postMessages(port, sent), 200);
 
-  await waitFor(() => (cap.loops.get(enrolled.applianceId)?.acked ?? 0) >= 40 / BATCH && service(agent).spool.stats().records === 0, 30_000, 'all delivered and acknowledged');
+  await waitFor(() => (cap.loops.get(enrolled.applianceId)?.acked ?? 0) >= 40 / BATCH && agentTelemetry(agent).spool.stats().records === 0, 30_000, 'all delivered and acknowledged');
   const viaFile = bodiesOf(fileRequests(filePath), 'ahead-1');
   t.same(viaFile.map((r) => r.body), sent, 'file sink: every record once, in order');
   t.same(bodiesOf(otlp.received.map((r) => r.request), 'ahead-1').map((r) => r.body), sent, 'OTLP sink: likewise');
@@ -130,19 +69,19 @@ t.test('the relay reads the next batch ahead; every record once, in order', asyn
 t.test('a failing sink drops the read-ahead batch; after recovery order and completeness hold', async (t) => {
   const enrolled = await createAppliance(client, 'ahead-2');
   const port = await freePort();
-  const agent = await startAgent(t, relay, enrolled, agentTelemetry(port));
+  const agent = await startAgent(t, relay, enrolled, telemetryConfig(port));
   const specs = spyPulls(agent);
   const before = otlp.arrived;
   otlp.fallback = () => ({ status: 503 });
   t.teardown(() => void (otlp.fallback = () => ({ status: 200 })));
   const sent = messages('f', 24);
-  t.equal(await postLogs(port, sent), 200);
+  t.equal(await postMessages(port, sent), 200);
   await waitFor(() => otlp.arrived >= before + 3, 20_000, 'failed attempts');
   t.equal(cap.loops.get(enrolled.applianceId)?.acked ?? 0, 0, 'nothing acknowledged while a sink fails');
   t.ok(specs.some((s) => s.after !== undefined), 'a batch was read ahead meanwhile');
 
   otlp.fallback = () => ({ status: 200 });
-  await waitFor(() => (cap.loops.get(enrolled.applianceId)?.acked ?? 0) >= 24 / BATCH && service(agent).spool.stats().records === 0, 30_000, 'drained after recovery');
+  await waitFor(() => (cap.loops.get(enrolled.applianceId)?.acked ?? 0) >= 24 / BATCH && agentTelemetry(agent).spool.stats().records === 0, 30_000, 'drained after recovery');
   const viaOtlp = bodiesOf(otlp.received.map((r) => r.request), 'ahead-2').map((r) => r.body);
   t.same([...new Set(viaOtlp)], sent, 'every record, first seen in order');
   const viaFile = bodiesOf(fileRequests(filePath), 'ahead-2').map((r) => r.body);
@@ -153,11 +92,11 @@ t.test('a failing sink drops the read-ahead batch; after recovery order and comp
 t.test('an agent that ignores after: every record once, and the relay stops reading ahead', async (t) => {
   const enrolled = await createAppliance(client, 'ahead-3');
   const port = await freePort();
-  const agent = await startAgent(t, relay, enrolled, agentTelemetry(port));
+  const agent = await startAgent(t, relay, enrolled, telemetryConfig(port));
   const specs = spyPulls(agent, true);
   const sent = messages('o', 20);
-  t.equal(await postLogs(port, sent), 200);
-  await waitFor(() => (cap.loops.get(enrolled.applianceId)?.acked ?? 0) >= 20 / BATCH && service(agent).spool.stats().records === 0, 30_000, 'drained');
+  t.equal(await postMessages(port, sent), 200);
+  await waitFor(() => (cap.loops.get(enrolled.applianceId)?.acked ?? 0) >= 20 / BATCH && agentTelemetry(agent).spool.stats().records === 0, 30_000, 'drained');
   const viaFile = bodiesOf(fileRequests(filePath), 'ahead-3');
   t.same(viaFile.map((r) => r.body), sent, 'no batch delivered twice');
   const loop = cap.loops.get(enrolled.applianceId)! as unknown as { readAhead: boolean; acked: number };
