@@ -272,7 +272,6 @@ function watchAbandon(socket: Duplex): { signal: AbortSignal; stop(): void } {
   };
 }
 
-/** The agent's response headers; `timeoutMs` 0 waits as long as the stream lives. */
 /** Passes agent output on once every reading tap has taken it (and let it go on). */
 function tapOutput(taps: OpTap[]): Transform {
   return new Transform({
@@ -288,6 +287,7 @@ function tapOutput(taps: OpTap[]): Transform {
   });
 }
 
+/** The agent's response headers; `timeoutMs` 0 waits as long as the stream lives. */
 function awaitResponse(stream: ClientHttp2Stream, timeoutMs: number): Promise<H2Headers> {
   return new Promise((resolve, reject) => {
     const timer =

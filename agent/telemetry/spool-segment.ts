@@ -83,14 +83,22 @@ export function crc32(data: Uint8Array): number {
   return nativeCrc32 ? nativeCrc32(data) : crc32Js(data);
 }
 
+/**
+ * Write the header of the frame at `o` whose payload (`length` bytes) is already in place
+ * after it: magic, length, append time, and the CRC over all but the magic and itself.
+ */
+function sealFrame(out: Buffer, o: number, length: number, appendedAtMs: number): void {
+  out.writeUInt32LE(FRAME_MAGIC, o);
+  out.writeUInt32LE(length, o + 8);
+  out.writeDoubleLE(appendedAtMs, o + 12);
+  out.writeUInt32LE(crc32(out.subarray(o + 8, o + FRAME_HEADER_BYTES + length)), o + 4);
+}
+
 /** One frame around `payload`, stamped with the append time. */
 export function encodeFrame(payload: Buffer, appendedAtMs: number): Buffer {
   const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length);
-  frame.writeUInt32LE(FRAME_MAGIC, 0);
-  frame.writeUInt32LE(payload.length, 8);
-  frame.writeDoubleLE(appendedAtMs, 12);
   payload.copy(frame, FRAME_HEADER_BYTES);
-  frame.writeUInt32LE(crc32(frame.subarray(8)), 4);
+  sealFrame(frame, 0, payload.length, appendedAtMs);
   return frame;
 }
 
@@ -104,11 +112,8 @@ export function encodeFrames(texts: readonly string[], bytes: readonly number[],
   let o = 0;
   for (let i = from; i < to; i++) {
     const length = bytes[i]!;
-    out.writeUInt32LE(FRAME_MAGIC, o);
-    out.writeUInt32LE(length, o + 8);
-    out.writeDoubleLE(appendedAtMs, o + 12);
     if (out.write(texts[i]!, o + FRAME_HEADER_BYTES, length, 'utf8') !== length) throw new Error(`record ${i} is not ${length} bytes of UTF-8`);
-    out.writeUInt32LE(crc32(out.subarray(o + 8, o + FRAME_HEADER_BYTES + length)), o + 4);
+    sealFrame(out, o, length, appendedAtMs);
     o += FRAME_HEADER_BYTES + length;
   }
   if (o !== total) throw new Error(`frames are ${o} bytes, expected ${total}`);

@@ -27,6 +27,7 @@ import { z } from 'zod';
 import { UplinkError } from '../../shared/errors.js';
 import { silentLogger, type Logger } from '../../shared/logger.js';
 import type { TelemetryRecord } from '../../shared/telemetry/record.js';
+import { PULL_LIMITS } from '../../shared/telemetry/pull-protocol.js';
 import { comparePositions, loadCursor, saveCursor, syncDir, type SpoolPosition } from './spool-cursor.js';
 import { FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentReader, encodeFrames, isSegmentHeader, parseSegmentName, segmentHeader, segmentName } from './spool-segment.js';
 
@@ -55,8 +56,8 @@ export const SPOOL_DEFAULTS = {
   /** Caps on what one `read` may ask for, whatever the relay requests. */
   maxReadRecords: 100_000,
   maxReadBytes: 16 * 1024 * 1024,
-  /** Batches handed out and not yet acknowledged (the one at the cursor and those read ahead). */
-  maxOutstandingBatches: 2,
+  /** Batches handed out and not yet acknowledged (the one at the cursor and those read ahead): the pull protocol's limit. */
+  maxOutstandingBatches: PULL_LIMITS.maxOutstandingBatches,
 } as const;
 
 const optionsSchema = z

@@ -132,9 +132,7 @@ class Recording implements OpTap {
             {
               output: (b) => void this.writer.output(b),
               input: (b) => void this.writer.input(b),
-              resize: (c, r) => {
-                if (c >= 1 && r >= 1 && c <= MAX_DIMENSION && r <= MAX_DIMENSION) this.writer.resize(c, r);
-              },
+              resize: (c, r) => this.resize(c, r),
               exit: (code) => {
                 this.exitSeen = true;
                 this.exitCode = code;
@@ -221,11 +219,16 @@ class Recording implements OpTap {
     } else if (f.channel === CHANNEL.control) {
       try {
         const msg = parseControl(f.payload);
-        if (msg.type === 'resize' && msg.cols >= 1 && msg.rows >= 1 && msg.cols <= MAX_DIMENSION && msg.rows <= MAX_DIMENSION) this.writer.resize(msg.cols, msg.rows);
+        if (msg.type === 'resize') this.resize(msg.cols, msg.rows);
       } catch {
         // The agent refuses malformed input itself; the recording only mirrors it.
       }
     }
+  }
+
+  /** A resize within 1..MAX_DIMENSION both ways is recorded; others are ignored. */
+  private resize(cols: number, rows: number): void {
+    if (cols >= 1 && rows >= 1 && cols <= MAX_DIMENSION && rows <= MAX_DIMENSION) this.writer.resize(cols, rows);
   }
 
   /** Finish once: `reason` undefined means complete. Idempotent. */

@@ -94,7 +94,7 @@ export class FileSink implements Sink {
     const exports = exportRequestsFromRecords(batch.records, applianceResource(batch.appliance));
     if (exports.length === 0) return;
     const lines = exports.map((e) => `${JSON.stringify(e.request)}\n`);
-    const data = Buffer.from(lines.length === 1 ? lines[0]! : lines.join(''));
+    const data = Buffer.from(lines.join(''));
     try {
       if (!this.fh) await this.openFile(); // a failed rotation left no file open
       if (this.size > 0 && this.size + data.length > this.opts.maxFileBytes) await this.rotate();
@@ -113,7 +113,7 @@ export class FileSink implements Sink {
       this.log.error({ err }, 'file sink write failed');
       throw new UplinkError('UPLINK_ERR_TELEMETRY_SINK_FAILED', `sink ${this.name}: cannot write ${this.opts.path}: ${(err as Error).message}`, { cause: err, details: { sink: this.name } });
     }
-    exports.forEach((e, i) => this.observer.sent(this.name, batch.appliance.name, e.signal as SignalKind, e.records, lines.length === 1 ? data.length : Buffer.byteLength(lines[i]!)));
+    exports.forEach((e, i) => this.observer.sent(this.name, batch.appliance.name, e.signal as SignalKind, e.records, Buffer.byteLength(lines[i]!)));
   }
 
   /** path -> path.1 -> ... ; the file beyond maxFiles is deleted. */

@@ -276,14 +276,7 @@ function markIds(records: TelemetryRecord[]): TelemetryRecord[] {
       r.payload.attributes = [{ key: RECORD_ID_ATTRIBUTE, value: { stringValue: r.id } }];
       continue;
     }
-    let marked = false;
-    for (const a of attrs as Array<{ key?: unknown } | null>) {
-      if (a?.key === RECORD_ID_ATTRIBUTE) {
-        marked = true;
-        break;
-      }
-    }
-    if (!marked) attrs.push({ key: RECORD_ID_ATTRIBUTE, value: { stringValue: r.id } });
+    if (!(attrs as Array<{ key?: unknown } | null>).some((a) => a?.key === RECORD_ID_ATTRIBUTE)) attrs.push({ key: RECORD_ID_ATTRIBUTE, value: { stringValue: r.id } });
   }
   return records;
 }

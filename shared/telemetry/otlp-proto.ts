@@ -122,18 +122,18 @@ function checkTime(value: unknown, key: string): void {
 }
 
 /**
- * Copy an OTLP object tree, passing every `traceId`/`spanId`/`parentSpanId` string through
- * `convert` (and, for input, checking timestamps). Only message fields carry these names
- * (user data lives in `{key, value}` pairs), so a generic walk is exact.
+ * Copy an OTLP/JSON object tree for protobuf: every `traceId`/`spanId`/`parentSpanId` string
+ * from hex to base64, every timestamp checked. Only message fields carry these names (user
+ * data lives in `{key, value}` pairs), so a generic walk is exact.
  */
-function mapIds(value: unknown, convert: (id: string, key: string) => string, depth: number, input = false): unknown {
+function idsToBase64(value: unknown, depth: number): unknown {
   if (depth > OTLP_MAX_NESTING) throw invalid(`OTLP document nested deeper than ${OTLP_MAX_NESTING} levels`);
-  if (Array.isArray(value)) return value.map((v) => mapIds(v, convert, depth + 1, input));
+  if (Array.isArray(value)) return value.map((v) => idsToBase64(v, depth + 1));
   if (value === null || typeof value !== 'object') return value;
   const out: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(value as Record<string, unknown>)) {
-    if (input && TIME_KEYS.has(key)) checkTime(v, key);
-    out[key] = HEX_ID_KEYS.has(key) && typeof v === 'string' ? convert(v, key) : mapIds(v, convert, depth + 1, input);
+    if (TIME_KEYS.has(key)) checkTime(v, key);
+    out[key] = HEX_ID_KEYS.has(key) && typeof v === 'string' ? hexToBase64(v, key) : idsToBase64(v, depth + 1);
   }
   return out;
 }
@@ -148,7 +148,7 @@ function base64ToHex(b64: string): string {
 }
 
 /**
- * Like `mapIds(value, base64ToHex)` but rewriting the ids in place: used on toObject's
+ * The other direction (base64 ids to hex), rewriting in place: used on toObject's
  * output, a fresh tree nobody else holds, where a copy would only make garbage (this runs
  * once per received record on the agent).
  */
@@ -179,7 +179,7 @@ function messageToJson(type: protobuf.Type, message: protobuf.Message): OtlpObje
 /** OTLP/JSON object -> protobuf message, rejecting wrongly typed fields. */
 function jsonToMessage(type: protobuf.Type, value: unknown): protobuf.Message {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalid('OTLP JSON body must be an object');
-  const withBase64 = mapIds(value, hexToBase64, 0, true) as Record<string, unknown>;
+  const withBase64 = idsToBase64(value, 0) as Record<string, unknown>;
   try {
     return type.fromObject(withBase64);
   } catch (err) {
