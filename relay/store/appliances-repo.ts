@@ -145,11 +145,7 @@ export class AppliancesRepo {
     await this.db.query('UPDATE appliances SET key_revoked_at = $2 WHERE id = $1 AND public_key IS NOT NULL', [id, now]);
   }
 
-  async recordSeen(id: string, seen: Seen): Promise<void> {
-    await this.recordSeenMany([{ id, ...seen }]);
-  }
-
-  /** recordSeen for many appliances in one statement; a later entry for the same id wins. */
+  /** What handshakes told about agents (version, address, when), in one statement; a later entry for the same id wins. */
   async recordSeenMany(list: readonly ({ id: string } & Seen)[]): Promise<void> {
     const latest = [...new Map(list.map((s) => [s.id, s])).values()];
     if (latest.length === 0) return;

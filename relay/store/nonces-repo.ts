@@ -4,14 +4,9 @@ import type { Db } from './db.js';
 export class NoncesRepo {
   constructor(private readonly db: Db) {}
 
-  /** Records the nonce; returns false when it was already used (a replay). */
-  async use(nonce: string, applianceId: string, expiresAt: Date): Promise<boolean> {
-    return (await this.useMany([{ nonce, applianceId, expiresAt }]))[0]!;
-  }
-
   /**
-   * use() for many nonces in one statement, answered in order. A nonce asked twice in one
-   * batch is fresh only the first time.
+   * Record nonces in one statement; each answer (in order) is false when that nonce was
+   * already used (a replay). A nonce asked twice in one batch is fresh only the first time.
    */
   async useMany(list: readonly { nonce: string; applianceId: string; expiresAt: Date }[]): Promise<boolean[]> {
     if (list.length === 0) return [];

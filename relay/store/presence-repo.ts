@@ -44,10 +44,6 @@ export class PresenceRepo {
     await this.db.query('DELETE FROM relay_instances WHERE id = $1', [id]);
   }
 
-  async set(p: Presence): Promise<void> {
-    await this.setMany([p]);
-  }
-
   /**
    * Upsert many rows in one statement (the gateway batches the agents that connected within a
    * few milliseconds: one statement instead of one per handshake during a reconnect storm).

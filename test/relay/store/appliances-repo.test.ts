@@ -68,7 +68,7 @@ eachBackend(t, async (t, store) => {
     const after = await repo.byId(a.id);
     t.equal(after?.keyRevokedAt, null);
     t.equal(after?.publicKey, 'k2');
-    await repo.recordSeen(a.id, { agentVersion: '9.9.9', remoteAddress: '10.0.0.1', at: NOW });
+    await repo.recordSeenMany([{ id: a.id, agentVersion: '9.9.9', remoteAddress: '10.0.0.1', at: NOW }]);
     await repo.touchLastSeen([a.id], LATER);
     await repo.touchLastSeen([], LATER);
     const seen = await repo.byId(a.id);
