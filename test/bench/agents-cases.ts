@@ -12,6 +12,8 @@ import { cpuSeconds, rssBytes } from './proc.js';
 import { figure, percentile, type Figure } from './stats.js';
 import { startRelayProcess, type RelayProc } from './relay-process.js';
 import { profileClockUs, profileNotes } from './cpu-profile.js';
+import { profileDirFor } from './env.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface CaseResult {
   name: string;
@@ -21,7 +23,6 @@ export interface CaseResult {
   notes: string[];
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function createAppliances(client: ApiClient, n: number, concurrency = 32): Promise<string[]> {
   const tokens: string[] = new Array(n);
@@ -144,7 +145,7 @@ export async function runFleetCases(dir: string, opts: { agents: number; execAge
   const token = 'bench-admin-token-0123456789abcdef';
   const relayCfg = { heartbeat: { intervalMs: opts.heartbeatMs } };
   // BENCH_CPU_PROF=DIR: the first relay runs under --cpu-prof; its hot frames while idle go into the notes.
-  const profileDir = process.env.BENCH_CPU_PROF ? join(process.env.BENCH_CPU_PROF, 'fleet') : undefined;
+  const profileDir = profileDirFor('fleet');
   const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, 'relay')}`] : [];
   let relay: RelayProc = await startRelayProcess({ dir, token, config: relayCfg, nodeArgs, ...(opts.databaseUrl ? { databaseUrl: opts.databaseUrl } : {}) });
   const port = Number(new URL(relay.url).port);

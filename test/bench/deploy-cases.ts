@@ -26,17 +26,18 @@ import { generateReleaseKey, pinnedKeyOf, writeReleaseKey } from '../../shared/r
 import type { CaseResult } from './agents-cases.js';
 import { startRelayProcess } from './relay-process.js';
 import { figure, median } from './stats.js';
+import { envNumber } from './env.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface DeployOpts {
   runs: number;
   stackMiB: number;
 }
 
-const num = (name: string, def: number) => (process.env[name] ? Number(process.env[name]) : def);
 
 /** BENCH_DEPLOY_RUNS (5), BENCH_DEPLOY_STACK_MIB (10). */
 export function deployOptsFromEnv(): DeployOpts {
-  return { runs: num('BENCH_DEPLOY_RUNS', 5), stackMiB: num('BENCH_DEPLOY_STACK_MIB', 10) };
+  return { runs: envNumber('BENCH_DEPLOY_RUNS', 5), stackMiB: envNumber('BENCH_DEPLOY_STACK_MIB', 10) };
 }
 
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -44,7 +45,6 @@ const CLI = join(ROOT, 'dist/relay/cli/main.js');
 const AGENT = join(ROOT, 'dist/agent/main.js');
 const TOKEN = 'bench-admin-token-0123456789abcdef';
 const APPLIANCE = 'bench-deploy';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const MAIN_TF = `variable "instance_id" {
   type = string

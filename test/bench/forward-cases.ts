@@ -13,11 +13,14 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import type { CaseResult } from './agents-cases.js';
 import { profileClockUs, profileNotes } from './cpu-profile.js';
-import { cpuSeconds, treeCpuSeconds } from './proc.js';
+import { cpuSeconds, stopChild, treeCpuSeconds } from './proc.js';
 import { startForwardCli, startNetCluster } from './net-cluster.js';
-import { startSshPeer, freePort, waitListening, type SshPeer } from './ssh-peer.js';
+import { startSshPeer, waitListening, type SshPeer } from './ssh-peer.js';
+import { freePort } from '../helpers/net.js';
 import { figure, jain, percentile } from './stats.js';
 import { download, downloadWindow, pingPong, startTarget, upload } from './traffic.js';
+import { envNumber, profileDirFor } from './env.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ForwardOpts {
   runs: number;
@@ -31,7 +34,6 @@ export interface ForwardOpts {
   profileDir?: string | undefined;
 }
 
-const num = (name: string, def: number) => (process.env[name] ? Number(process.env[name]) : def);
 
 /**
  * BENCH_NET_RUNS (5), BENCH_FORWARD_MIB (128), BENCH_FORWARD_STREAMS (16),
@@ -40,22 +42,18 @@ const num = (name: string, def: number) => (process.env[name] ? Number(process.e
  */
 export function forwardOptsFromEnv(): ForwardOpts {
   return {
-    runs: num('BENCH_NET_RUNS', 5),
-    bulkMiB: num('BENCH_FORWARD_MIB', 128),
-    streams: num('BENCH_FORWARD_STREAMS', 16),
-    windowMs: num('BENCH_FORWARD_WINDOW_MS', 3000),
-    pingSamples: num('BENCH_PING_SAMPLES', 1000),
-    profileDir: process.env.BENCH_CPU_PROF ? join(process.env.BENCH_CPU_PROF, 'forward') : undefined,
+    runs: envNumber('BENCH_NET_RUNS', 5),
+    bulkMiB: envNumber('BENCH_FORWARD_MIB', 128),
+    streams: envNumber('BENCH_FORWARD_STREAMS', 16),
+    windowMs: envNumber('BENCH_FORWARD_WINDOW_MS', 3000),
+    pingSamples: envNumber('BENCH_PING_SAMPLES', 1000),
+    profileDir: profileDirFor('forward'),
   };
 }
-
-/** Re-exported for the groups that import it from here. */
-export { profileNotes } from './cpu-profile.js';
 
 type Path = 'direct' | 'ssh' | 'uplink';
 const PATHS: Path[] = ['direct', 'ssh', 'uplink'];
 const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** `ssh -N -L 127.0.0.1:LPORT:127.0.0.1:TARGET` to the bench sshd; resolves once LPORT listens. */
 export async function startSshForward(ssh: SshPeer, targetPort: number): Promise<{ port: number; child: ChildProcess; stop(): Promise<void> }> {
@@ -65,12 +63,7 @@ export async function startSshForward(ssh: SshPeer, targetPort: number): Promise
   return {
     port,
     child,
-    stop: () =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
+    stop: () => stopChild(child),
   };
 }
 

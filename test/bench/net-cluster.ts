@@ -11,7 +11,9 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { ApiClient } from '../../relay/cli/api-client.js';
-import { startRelayProcess, type RelayProc } from './relay-process.js';
+import { selfSignedCert, startRelayProcess, type RelayProc } from './relay-process.js';
+import { stopChild } from './proc.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 export const CLI = join(ROOT, 'dist/relay/cli/main.js');
@@ -33,26 +35,8 @@ export interface NetCluster {
   stop(): Promise<void>;
 }
 
-function selfSignedCert(dir: string): { certFile: string; keyFile: string } {
-  const certFile = join(dir, 'relay.crt');
-  const keyFile = join(dir, 'relay.key');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
-  return { certFile, keyFile };
-}
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function stopChild(child: ChildProcess, timeoutMs = 15_000): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
-}
 
 export async function startNetCluster(dir: string, opts: { forwardPorts: number[]; profileDir?: string | undefined }): Promise<NetCluster> {
   mkdirSync(dir, { recursive: true });

@@ -1,4 +1,5 @@
-/** Process measurements from /proc: resident memory and CPU seconds of one pid or a process tree. */
+/** Child processes of the benchmark: measurements from /proc (resident memory, CPU seconds of one pid or a tree) and stopping. */
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 
 export function rssBytes(pid: number): number {
@@ -38,4 +39,17 @@ export function treeCpuSeconds(pid: number): number {
   };
   walk(pid);
   return total;
+}
+
+/** SIGTERM, then SIGKILL if it has not exited within `timeoutMs`; resolves once it exited. */
+export function stopChild(child: ChildProcess, timeoutMs = 15_000): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
 }

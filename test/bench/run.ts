@@ -18,19 +18,19 @@ import { runTelemetryCases, telemetryOptsFromEnv } from './telemetry-cases.js';
 import { forwardOptsFromEnv, runForwardCases } from './forward-cases.js';
 import { runShellCases, shellOptsFromEnv } from './shell-cases.js';
 import { deployOptsFromEnv, runDeployCases } from './deploy-cases.js';
+import { envNumber } from './env.js';
 
 const env = process.env;
-const num = (name: string, def: number) => (env[name] ? Number(env[name]) : def);
 
 /** Case groups, run in this order; BENCH_ONLY picks some. Each gets its own scratch dir. */
 const GROUPS: Record<string, (dir: string) => Promise<CaseResult[]>> = {
   fleet: (dir) =>
     runFleetCases(dir, {
-      agents: num('BENCH_AGENTS', 10000),
-      execAgents: num('BENCH_EXEC_AGENTS', 1000),
-      execSamples: num('BENCH_EXEC_SAMPLES', 200),
-      windows: num('BENCH_WINDOWS', 3),
-      heartbeatMs: num('BENCH_HEARTBEAT_MS', 15000),
+      agents: envNumber('BENCH_AGENTS', 10000),
+      execAgents: envNumber('BENCH_EXEC_AGENTS', 1000),
+      execSamples: envNumber('BENCH_EXEC_SAMPLES', 200),
+      windows: envNumber('BENCH_WINDOWS', 3),
+      heartbeatMs: envNumber('BENCH_HEARTBEAT_MS', 15000),
       ...(env.BENCH_DATABASE_URL ? { databaseUrl: env.BENCH_DATABASE_URL } : {}),
     }),
   telemetry: (dir) => runTelemetryCases(dir, telemetryOptsFromEnv()),

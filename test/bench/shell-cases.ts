@@ -17,9 +17,12 @@ import type { CaseResult } from './agents-cases.js';
 import { profileClockUs, profileNotes } from './cpu-profile.js';
 import { treeCpuSeconds } from './proc.js';
 import { APPLIANCE, CLI, startForwardCli, startNetCluster } from './net-cluster.js';
-import { freePort, startSshPeer, waitListening } from './ssh-peer.js';
+import { startSshPeer, waitListening } from './ssh-peer.js';
+import { freePort } from '../helpers/net.js';
 import { figure, percentile } from './stats.js';
 import { withStarted, type Starter } from './forward-cases.js';
+import { envNumber, profileDirFor } from './env.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ShellOpts {
   runs: number;
@@ -29,21 +32,19 @@ export interface ShellOpts {
   profileDir?: string | undefined;
 }
 
-const num = (name: string, def: number) => (process.env[name] ? Number(process.env[name]) : def);
 
 /** BENCH_NET_RUNS (5), BENCH_KEYSTROKES (200), BENCH_KEY_GAP_MS (5), BENCH_CPU_PROF (a directory). */
 export function shellOptsFromEnv(): ShellOpts {
   return {
-    runs: num('BENCH_NET_RUNS', 5),
-    keystrokes: num('BENCH_KEYSTROKES', 200),
-    gapMs: num('BENCH_KEY_GAP_MS', 5),
-    profileDir: process.env.BENCH_CPU_PROF ? join(process.env.BENCH_CPU_PROF, 'shell') : undefined,
+    runs: envNumber('BENCH_NET_RUNS', 5),
+    keystrokes: envNumber('BENCH_KEYSTROKES', 200),
+    gapMs: envNumber('BENCH_KEY_GAP_MS', 5),
+    profileDir: profileDirFor('shell'),
   };
 }
 
 const REMOTE = 'stty raw -echo; echo READY; exec cat';
 const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A PTY running `file args`; resolves once the remote `cat` is ready. */
 async function terminal(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<IPty> {

@@ -7,9 +7,11 @@
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from '../helpers/net.js';
+import { stopChild } from './proc.js';
 
 export const SSHD = '/usr/sbin/sshd';
 
@@ -28,14 +30,6 @@ export interface SshPeer {
   stop(): Promise<void>;
 }
 
-/** A port the OS just handed out on 127.0.0.1 (closed again; the race is harmless on loopback). */
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 /** Resolve once something accepts TCP connections on 127.0.0.1:port. */
 export async function waitListening(port: number, timeoutMs: number, what: string): Promise<void> {
@@ -129,11 +123,6 @@ export async function startSshPeer(dir: string): Promise<SshPeer> {
     version,
     cipher,
     args,
-    stop: () =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
+    stop: () => stopChild(child),
   };
 }

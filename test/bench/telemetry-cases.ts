@@ -19,7 +19,7 @@
  * direction out = accepted by every sink) on /metrics, polled every 20-500 ms (densely near
  * the end, so the window's end is exact to about 20 ms).
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
@@ -32,11 +32,13 @@ import { spoolDir } from '../../agent/telemetry/telemetry-service.js';
 import { encodeExportRequest } from '../../shared/telemetry/otlp-proto.js';
 import type { TelemetryRecord } from '../../shared/telemetry/record.js';
 import type { CaseResult } from './agents-cases.js';
-import { profileNotes } from './forward-cases.js';
-import { cpuSeconds } from './proc.js';
-import { startRelayProcess, type RelayProc } from './relay-process.js';
-import { freePort } from '../helpers/moto.js';
+import { profileNotes } from './cpu-profile.js';
+import { cpuSeconds, stopChild } from './proc.js';
+import { selfSignedCert, startRelayProcess, type RelayProc } from './relay-process.js';
+import { freePort } from '../helpers/net.js';
 import { figure } from './stats.js';
+import { envNumber, profileDirFor } from './env.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface TelemetryOpts {
   runs: number;
@@ -50,7 +52,6 @@ export interface TelemetryOpts {
   profileDir?: string | undefined;
 }
 
-const num = (name: string, def: number) => (process.env[name] ? Number(process.env[name]) : def);
 
 /**
  * BENCH_TELEMETRY_RUNS (5), BENCH_TELEMETRY_RECORDS (200000, spool drain),
@@ -59,11 +60,11 @@ const num = (name: string, def: number) => (process.env[name] ? Number(process.e
  */
 export function telemetryOptsFromEnv(): TelemetryOpts {
   return {
-    runs: num('BENCH_TELEMETRY_RUNS', 5),
-    spoolRecords: num('BENCH_TELEMETRY_RECORDS', 200_000),
-    otlpRecords: num('BENCH_TELEMETRY_OTLP_RECORDS', 200_000),
-    otlpBatch: num('BENCH_TELEMETRY_OTLP_BATCH', 1000),
-    profileDir: process.env.BENCH_CPU_PROF ? join(process.env.BENCH_CPU_PROF, 'telemetry') : undefined,
+    runs: envNumber('BENCH_TELEMETRY_RUNS', 5),
+    spoolRecords: envNumber('BENCH_TELEMETRY_RECORDS', 200_000),
+    otlpRecords: envNumber('BENCH_TELEMETRY_OTLP_RECORDS', 200_000),
+    otlpBatch: envNumber('BENCH_TELEMETRY_OTLP_BATCH', 1000),
+    profileDir: profileDirFor('telemetry'),
   };
 }
 
@@ -75,26 +76,8 @@ const TARGET = 50_000;
 /** Polls of the relay's /metrics: at least this often near the end, at most this often otherwise. */
 const MIN_POLL_MS = 20;
 const MAX_POLL_MS = 500;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function selfSignedCert(dir: string): { certFile: string; keyFile: string } {
-  const certFile = join(dir, 'relay.crt');
-  const keyFile = join(dir, 'relay.key');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
-  return { certFile, keyFile };
-}
 
-function stopChild(child: ChildProcess, timeoutMs = 30_000): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
-}
 
 /** A log record as the CloudWatch Logs collector makes it (about 900 bytes of JSON). */
 function cloudWatchRecord(i: number, baseMs: number): TelemetryRecord {
@@ -244,7 +227,7 @@ export async function runTelemetryCases(dir: string, opts: TelemetryOpts): Promi
       const w = await measure(relay, metrics, agent.pid!, delivered, delivered + n);
       delivered += n;
       if (r > 0) drain.push(w);
-      await stopChild(agent);
+      await stopChild(agent, 30_000);
     }
 
     // ---- OTLP in: one agent running, an application posting as fast as it is accepted.
@@ -276,7 +259,7 @@ export async function runTelemetryCases(dir: string, opts: TelemetryOpts): Promi
       http.destroy();
     }
   } finally {
-    if (agent) await stopChild(agent);
+    if (agent) await stopChild(agent, 30_000);
     await relay.stop();
     await client.close();
     await metrics.close();

@@ -12,11 +12,10 @@
  */
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startMoto } from '../helpers/moto.js';
-import { needTools } from '../helpers/tools.js';
+import { startE2eMoto } from '../helpers/moto.js';
 import { adminClient, createAppliance, startRelay, tempDir, waitFor } from '../helpers/cluster.js';
 import { ACCOUNT, createPhaseRoles, iso } from '../agent/phases/aws-fixture.js';
 
@@ -51,14 +50,8 @@ function dayAfterTomorrowPlusOne(): string {
 }
 
 t.test('phase roles through uplink exec against moto', async (t) => {
-  if (!existsSync(AGENT_MAIN) || !existsSync(CLI_MAIN)) {
-    t.fail('dist/ is missing: run `npx tsc -p tsconfig.json` before this test');
-    return;
-  }
-  if (!needTools(t, ['aws', 'moto_server'])) return;
-  const moto = await startMoto(t);
+  const moto = await startE2eMoto(t, [AGENT_MAIN, CLI_MAIN]);
   if (!moto) return;
-  t.teardown(() => moto.stop());
 
   const roles = await createPhaseRoles(t, moto, {}, { maintenanceWindows: [`${dayAfterTomorrowPlusOne()} 02:00-03:00 UTC`] });
   const relay = await startRelay(t, { config: { phases: { refreshIntervalSeconds: 300 } } });

@@ -21,8 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CloudWatchLogsClient, CreateLogGroupCommand, CreateLogStreamCommand, PutLogEventsCommand } from '@aws-sdk/client-cloudwatch-logs';
 import { CloudWatchClient, PutMetricDataCommand } from '@aws-sdk/client-cloudwatch';
-import { startMoto, type Moto } from '../helpers/moto.js';
-import { needTools } from '../helpers/tools.js';
+import { startE2eMoto, type Moto } from '../helpers/moto.js';
 import { adminClient, createAppliance, startRelay, tempDir, waitFor } from '../helpers/cluster.js';
 import { ACCOUNT, BASE_CREDENTIALS, REGION, createPhaseRoles } from '../agent/phases/aws-fixture.js';
 import type { TelemetryCapability } from '../../relay/telemetry/telemetry-capability.js';
@@ -168,14 +167,8 @@ function runAgent(env: Record<string, string>): { child: ChildProcess; done: Pro
 }
 
 t.test('CloudWatch logs and metrics through the SteadyState role to the relay file sink, across an agent restart', async (t) => {
-  if (!existsSync(AGENT_MAIN)) {
-    t.fail('dist/ is missing: run `npx tsc -p tsconfig.json` before this test');
-    return;
-  }
-  if (!needTools(t, ['aws', 'moto_server'])) return;
-  const moto = await startMoto(t);
+  const moto = await startE2eMoto(t, [AGENT_MAIN]);
   if (!moto) return;
-  t.teardown(() => moto.stop());
   const proxy = await startRecordingProxy(moto);
   t.teardown(() => proxy.close());
 

@@ -3,9 +3,10 @@
  * and points the AWS SDK and CLI at it through AWS_ENDPOINT_URL and static test credentials.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import { existsSync } from 'node:fs';
 import type { Test } from 'tap';
 import { needTools } from './tools.js';
+import { freePort } from './net.js';
 
 export interface Moto {
   endpoint: string;
@@ -14,17 +15,6 @@ export interface Moto {
   stop(): Promise<void>;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 export async function startMoto(t: Test): Promise<Moto | undefined> {
   if (!needTools(t, ['moto_server'])) return undefined;
@@ -63,4 +53,18 @@ export async function startMoto(t: Test): Promise<Moto | undefined> {
   };
   t.teardown(stop);
   return { endpoint, env, stop };
+}
+
+/**
+ * The start of an end-to-end test against moto: the built `files` must exist (a missing
+ * dist/ fails the test; it is not a skip), and so must the `aws` CLI and moto_server; then
+ * moto runs, stopped at teardown.
+ */
+export async function startE2eMoto(t: Test, files: readonly string[]): Promise<Moto | undefined> {
+  if (files.some((f) => !existsSync(f))) {
+    t.fail('dist/ is missing: run `npx tsc -p tsconfig.json` before this test');
+    return undefined;
+  }
+  if (!needTools(t, ['aws', 'moto_server'])) return undefined;
+  return startMoto(t);
 }

@@ -1,7 +1,8 @@
 import t from 'tap';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startMoto, freePort } from '../../helpers/moto.js';
+import { startMoto } from '../../helpers/moto.js';
+import { freePort } from '../../helpers/net.js';
 import { runAccessCommand, type AccessCommandContext, type AccessCommandName } from '../../../agent/cli/access.js';
 import { BASE_CREDENTIALS, createPhaseRoles, stateDir } from '../phases/aws-fixture.js';
 

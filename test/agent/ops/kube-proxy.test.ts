@@ -4,7 +4,7 @@ import { createServer as createNetServer, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { KubeApiServer } from '../../helpers/kube-api-server.js';
 import { needTools } from '../../helpers/tools.js';
-import { freePort } from '../../helpers/moto.js';
+import { freePort } from '../../helpers/net.js';
 import { forwardKubeRequest, forwardKubeUpgrade, parseKubeProxyOptions } from '../../../agent/ops/kube-proxy.js';
 import type { ResolvedKubeTarget } from '../../../agent/ops/kube-target.js';
 import { isUplinkError, type ErrorCode } from '../../../shared/errors.js';

@@ -3,7 +3,8 @@
 // is authorised against the caller's policies).
 import t from 'tap';
 import { CreateAccessKeyCommand, CreateRoleCommand, CreateUserCommand, IAMClient, PutRolePolicyCommand, PutUserPolicyCommand, TagRoleCommand } from '@aws-sdk/client-iam';
-import { freePort, startMoto } from '../../helpers/moto.js';
+import { startMoto } from '../../helpers/moto.js';
+import { freePort } from '../../helpers/net.js';
 import { PhaseAccess } from '../../../agent/phases/credentials.js';
 import { awsError } from '../../../agent/phases/aws-errors.js';
 import { ACCOUNT, REGION, credentialCommand, iso, stateDir } from './aws-fixture.js';

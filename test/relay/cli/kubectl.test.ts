@@ -15,7 +15,7 @@ import { PassThrough } from 'node:stream';
 import { KubeApiServer } from '../../helpers/kube-api-server.js';
 import { needTools } from '../../helpers/tools.js';
 import { adminClient, createAppliance, startAgent, startRelay, tempDir, waitFor } from '../../helpers/cluster.js';
-import { freePort } from '../../helpers/moto.js';
+import { freePort } from '../../helpers/net.js';
 import type { SessionView } from '../../../relay/cli/commands/sessions.js';
 import type { ApiClient } from '../../../relay/cli/api-client.js';
 import type { CliContext } from '../../../relay/cli/context.js';

@@ -7,7 +7,6 @@
  */
 import t, { type Test } from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -16,20 +15,12 @@ import { recordsFromExportRequest } from '../../../shared/telemetry/otlp-convert
 import type { OtlpObject } from '../../../shared/telemetry/otlp-proto.js';
 import { ADMIN_TOKEN, createAppliance, tempDir, waitFor } from '../../helpers/cluster.js';
 import { freshDatabase } from '../../helpers/pg.js';
+import { freePort } from '../../helpers/net.js';
 
 const ROOT = new URL('../../../', import.meta.url).pathname;
 const BIN = { relay: join(ROOT, 'dist/relay/main.js'), agent: join(ROOT, 'dist/agent/main.js') };
 const BATCH_RECORDS = 200;
 const FAULTS = 3;
-
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 /**
  * The sink as its own process: an OTLP/HTTP JSON server that appends the `uplink.record.id`

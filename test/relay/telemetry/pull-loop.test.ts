@@ -7,7 +7,7 @@ import t from 'tap';
 import { request } from 'undici';
 import { ADMIN_TOKEN, adminClient, createAppliance, startAgent, startRelay, waitFor } from '../../helpers/cluster.js';
 import { agentTelemetry, fileRequests, flattenLogs, logsRequest, postLogs, startTelemetryRelay } from './otlp-logs.js';
-import { freePort } from '../../helpers/moto.js';
+import { freePort } from '../../helpers/net.js';
 import { recordsFromExportRequest } from '../../../shared/telemetry/otlp-convert.js';
 import type { Agent } from '../../../agent/agent.js';
 
