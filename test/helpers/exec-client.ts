@@ -21,6 +21,20 @@ export interface ExecOptions {
   onFirstOutput?(duplex: Duplex): void;
 }
 
+/**
+ * Pass every frame an op's stream carries to `onFrame`. The decoder ends when the stream
+ * closes; the stream's own errors are ignored (a test sees them as missing frames or an
+ * early end).
+ */
+export function readFrames(duplex: Duplex, onFrame: (f: Frame) => void, opts: { maxFrameBytes?: number } = {}): FrameDecoder {
+  const decoder = new FrameDecoder(opts);
+  duplex.pipe(decoder);
+  duplex.on('error', () => {});
+  duplex.on('close', () => decoder.end());
+  decoder.on('data', onFrame);
+  return decoder;
+}
+
 /** Collect frames from an open op until the stream ends. */
 export function collect(duplex: Duplex, opts: ExecOptions = {}): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
@@ -28,9 +42,7 @@ export function collect(duplex: Duplex, opts: ExecOptions = {}): Promise<ExecRes
     const err: Buffer[] = [];
     let exit: ExecResult['exit'];
     let first = true;
-    const decoder = new FrameDecoder({ maxFrameBytes: 16 * 1024 * 1024 });
-    duplex.pipe(decoder);
-    decoder.on('data', (f: Frame) => {
+    const decoder = readFrames(duplex, (f: Frame) => {
       if (f.channel === CHANNEL.stdout) {
         out.push(f.payload);
         if (first) {
@@ -42,12 +54,10 @@ export function collect(duplex: Duplex, opts: ExecOptions = {}): Promise<ExecRes
         const m = parseControl(f.payload);
         if (m.type === 'exit') exit = m;
       }
-    });
+    }, { maxFrameBytes: 16 * 1024 * 1024 });
     decoder.on('error', reject);
-    duplex.on('error', () => {});
     const finish = () => resolve({ stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), exit });
     decoder.on('end', finish);
-    duplex.on('close', () => decoder.end());
     opts.onOpen?.(duplex);
     if (opts.stdin !== undefined) duplex.write(encodeFrame(CHANNEL.stdin, opts.stdin));
     duplex.write(encodeControl({ type: 'eof' }));

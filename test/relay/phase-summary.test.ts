@@ -35,6 +35,17 @@ async function agentRequest(relay: Relay, applianceId: string, spec: unknown): P
   return { status, body: await readSmallBody(stream, 65536) };
 }
 
+/** Counts setPhaseSummary calls on this relay (the real write still happens). */
+function countStores(relay: Relay): () => number {
+  let stores = 0;
+  const original = relay.store.appliances.setPhaseSummary.bind(relay.store.appliances);
+  relay.store.appliances.setPhaseSummary = async (...args: Parameters<typeof original>) => {
+    stores++;
+    return original(...args);
+  };
+  return () => stores;
+}
+
 t.test('phase state on connect, after a grant, and after a refused operation', async (t) => {
   const relay = await startRelay(t, { config: { phases: { refreshIntervalSeconds: 300 } } });
   const client = adminClient(t, relay);
@@ -103,17 +114,12 @@ t.test('a held poll stays held: the state is read and stored once, not in a loop
   const relay = await startRelay(t, { config: { phases: { refreshIntervalSeconds: 300 } } });
   const client = adminClient(t, relay);
   const enrolled = await createAppliance(client, 'phases-c');
-  let stores = 0;
-  const original = relay.store.appliances.setPhaseSummary.bind(relay.store.appliances);
-  relay.store.appliances.setPhaseSummary = async (...args: Parameters<typeof original>) => {
-    stores++;
-    return original(...args);
-  };
+  const stores = countStores(relay);
   await startAgent(t, relay, enrolled);
   await waitFor(async () => (await phasesOf(client, 'phases-c')) !== null, 10_000, 'phase state stored on connect');
   const before = (await phasesOf(client, 'phases-c'))!;
   await new Promise((r) => setTimeout(r, 3000));
-  t.equal(stores, 1, 'one read on connect, then the poll is held');
+  t.equal(stores(), 1, 'one read on connect, then the poll is held');
   t.equal((await phasesOf(client, 'phases-c'))!.at, before.at, 'the stored state was not rewritten');
 
   const read = async () => JSON.parse((await agentRequest(relay, enrolled.applianceId, { waitSeconds: 0 })).body) as { fingerprint: string; phases: { deploy: { reason: string } } };
@@ -129,33 +135,17 @@ t.test('a refresh that finds the same state stores nothing', async (t) => {
   const relay = await startRelay(t, { config: { phases: { refreshIntervalSeconds: 1 } } });
   const client = adminClient(t, relay);
   const enrolled = await createAppliance(client, 'phases-d');
-  let stores = 0;
-  const original = relay.store.appliances.setPhaseSummary.bind(relay.store.appliances);
-  relay.store.appliances.setPhaseSummary = async (...args: Parameters<typeof original>) => {
-    stores++;
-    return original(...args);
-  };
+  const stores = countStores(relay);
   const agent = await startAgent(t, relay, enrolled);
   await waitFor(async () => (await phasesOf(client, 'phases-d')) !== null, 10_000, 'phase state stored on connect');
   await new Promise((r) => setTimeout(r, 3500));
-  t.equal(stores, 1, 'three refreshes of an unchanged state, one write');
+  t.equal(stores(), 1, 'three refreshes of an unchanged state, one write');
   const out: string[] = [];
   const io = { stdout: { write: (s: string) => out.push(s) }, stderr: { write: (s: string) => out.push(s) } };
   t.equal(await runAccessCommand('grant', ['operate', '--for', '2h'], { stateDir: agent.cfg.stateDir, config: { local: agent.cfg.local }, io: io as never }), 0, out.join(''));
   await waitFor(async () => (await phasesOf(client, 'phases-d'))!.phases.operate!.state === 'open', 10_000, 'a change is stored');
-  t.equal(stores, 2);
+  t.equal(stores(), 2);
 });
-
-/** Counts setPhaseSummary calls on this relay (the real write still happens). */
-function countStores(relay: Relay): () => number {
-  let stores = 0;
-  const original = relay.store.appliances.setPhaseSummary.bind(relay.store.appliances);
-  relay.store.appliances.setPhaseSummary = async (...args: Parameters<typeof original>) => {
-    stores++;
-    return original(...args);
-  };
-  return () => stores;
-}
 
 t.test('a restarted relay resumes from the stored state: no write if it did not change, one if it did', async (t) => {
   const dataDir = join(tempDir(t, 'uplink-phases-'), 'data');

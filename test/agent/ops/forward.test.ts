@@ -8,7 +8,8 @@ import t, { type Test } from 'tap';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { adminClient, createAppliance, startAgent, startRelay, waitFor } from '../../helpers/cluster.js';
-import { CHANNEL, FrameDecoder, encodeControl, encodeFrame, parseControl, type ControlMessage, type Frame } from '../../../shared/frames.js';
+import { readFrames } from '../../helpers/exec-client.js';
+import { CHANNEL, encodeControl, encodeFrame, parseControl, type ControlMessage, type Frame } from '../../../shared/frames.js';
 import { auditLogPath, readAuditLog } from '../../../agent/audit-log.js';
 import { AccessControl } from '../../../agent/phases/grant.js';
 import type { ApiClient } from '../../../relay/cli/api-client.js';
@@ -35,11 +36,7 @@ function forwarded(duplex: Duplex) {
   let received = '';
   const controls: ControlMessage[] = [];
   let ended = false;
-  const decoder = new FrameDecoder();
-  duplex.pipe(decoder);
-  duplex.on('error', () => {});
-  duplex.on('close', () => decoder.end());
-  decoder.on('data', (f: Frame) => {
+  const decoder = readFrames(duplex, (f: Frame) => {
     if (f.channel === CHANNEL.stdout) received += f.payload.toString('utf8');
     else if (f.channel === CHANNEL.control) controls.push(parseControl(f.payload));
   });

@@ -6,8 +6,8 @@
 import t from 'tap';
 import type { Duplex } from 'node:stream';
 import { adminClient, createAppliance, startAgent, startRelay, waitFor } from '../../helpers/cluster.js';
-import { collect } from '../../helpers/exec-client.js';
-import { CHANNEL, FrameDecoder, encodeControl, encodeFrame, parseControl, type ControlMessage, type Frame } from '../../../shared/frames.js';
+import { collect, readFrames } from '../../helpers/exec-client.js';
+import { CHANNEL, encodeControl, encodeFrame, parseControl, type ControlMessage, type Frame } from '../../../shared/frames.js';
 import { readAuditLog, auditLogPath } from '../../../agent/audit-log.js';
 import type { UplinkError } from '../../../shared/errors.js';
 
@@ -16,11 +16,7 @@ function terminal(duplex: Duplex) {
   let screen = '';
   let exit: Extract<ControlMessage, { type: 'exit' }> | undefined;
   let ended = false;
-  const decoder = new FrameDecoder();
-  duplex.pipe(decoder);
-  duplex.on('error', () => {});
-  duplex.on('close', () => decoder.end());
-  decoder.on('data', (f: Frame) => {
+  const decoder = readFrames(duplex, (f: Frame) => {
     if (f.channel === CHANNEL.stdout) screen += f.payload.toString('utf8');
     else if (f.channel === CHANNEL.control) {
       const m = parseControl(f.payload);

@@ -14,7 +14,6 @@
 import t, { type Test } from 'tap';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { PassThrough, type Duplex } from 'node:stream';
 import pg from 'pg';
 import { WebSocket } from 'ws';
 import { CreateSecretCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
@@ -26,7 +25,7 @@ import { auditLogPath, readAuditLog } from '../../../agent/audit-log.js';
 import { AccessControl } from '../../../agent/phases/grant.js';
 import { OP_HEADERS, encodeSpec } from '../../../shared/protocol.js';
 import type { ApiClient } from '../../../relay/cli/api-client.js';
-import type { CliContext } from '../../../relay/cli/context.js';
+import { cliContext } from '../../helpers/cli-context.js';
 import { sqlCommand } from '../../../relay/cli/commands/sql.js';
 import type { Relay } from '../../../relay/server.js';
 
@@ -120,19 +119,13 @@ t.test('sql against PostgreSQL', async (t) => {
     });
 
     // The CLI renders the rows it got, then the error with the SQLSTATE, and exits 1.
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    let out = '';
-    let err = '';
-    stdout.on('data', (d: Buffer) => (out += d.toString()));
-    stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const ctx: CliContext = { argv: ['sql-a', '--target', 'main', '--format', 'csv', q], io: { stdout, stderr, stdin: new PassThrough() }, env: {}, client: () => client };
+    const ctx = cliContext(client, ['sql-a', '--target', 'main', '--format', 'csv', q]);
     t.equal(await sqlCommand.run(ctx), 1, 'exit status 1');
-    const csv = out.split('\r\n');
+    const csv = ctx.out().split('\r\n');
     t.equal(csv[0], 'i,v');
     t.equal(csv[1000], '1000,ok', 'the 1000 rows before the error are printed');
     t.equal(csv.length, 1002, 'header, 1000 rows, and nothing after the last line break');
-    t.equal(err, 'error UPLINK_ERR_SQL_ERROR: division by zero (SQLSTATE 22012)\n');
+    t.equal(ctx.err(), 'error UPLINK_ERR_SQL_ERROR: division by zero (SQLSTATE 22012)\n');
   });
 
   await t.test('the CLI going away while rows stream cancels the query on the server', async (t) => {

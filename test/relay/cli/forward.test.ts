@@ -7,22 +7,11 @@ import t, { type Test } from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { PassThrough } from 'node:stream';
 import { adminClient, createAppliance, startAgent, startRelay } from '../../helpers/cluster.js';
 import { needTools } from '../../helpers/tools.js';
-import type { ApiClient } from '../../../relay/cli/api-client.js';
-import type { CliContext } from '../../../relay/cli/context.js';
+import { cliContext } from '../../helpers/cli-context.js';
 import { forwardCommand, parseForwardTarget, startForward } from '../../../relay/cli/commands/forward.js';
 
-function cliContext(client: ApiClient, argv: string[]): CliContext & { out: () => string; err: () => string; stdout: PassThrough } {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (d: Buffer) => (out += d.toString()));
-  stderr.on('data', (d: Buffer) => (err += d.toString()));
-  return { argv, io: { stdout, stderr, stdin: new PassThrough() }, env: {}, client: () => client, out: () => out, err: () => err, stdout };
-}
 
 async function listen(t: Test, onConn: (s: Socket) => void): Promise<number> {
   const server: Server = createServer({ allowHalfOpen: true }, onConn);

@@ -11,7 +11,8 @@ import { Readable, type Duplex } from 'node:stream';
 import { ADMIN_TOKEN, adminClient, createAppliance, startAgent, startRelay, waitFor } from '../../helpers/cluster.js';
 import { freshDatabase } from '../../helpers/pg.js';
 import type { ApiClient } from '../../../relay/cli/api-client.js';
-import { CHANNEL, FrameDecoder, encodeControl, encodeFrame, parseControl, type Frame } from '../../../shared/frames.js';
+import { readFrames } from '../../helpers/exec-client.js';
+import { CHANNEL, encodeControl, encodeFrame, parseControl, type Frame } from '../../../shared/frames.js';
 import { AsciicastReader, replay } from '../../../relay/recordings/asciicast-replay.js';
 import { NO_EXIT_REASON, RELAY_SHUTDOWN_REASON } from '../../../relay/recordings/recorder.js';
 import { SessionsRepo } from '../../../relay/store/sessions-repo.js';
@@ -22,17 +23,12 @@ const CLI = fileURLToPath(new URL('../../../dist/relay/cli/main.js', import.meta
 
 const OPERATE = { local: { operate: 'enabled' }, operations: { shell: { shell: '/bin/sh' }, exec: { killGraceMs: 200 } } };
 
-/** Everything the client received on stdout/stderr, in arrival order, as bytes. */
-/** Everything the client reads until the stream closes; `text()` shows what arrived so far. */
+/** Everything the client receives on stdout/stderr, in arrival order, until the stream closes; `text()` shows what arrived so far. */
 function received(duplex: Duplex): Promise<{ bytes: Buffer; exit: boolean }> & { text(): string } {
   const parts: Buffer[] = [];
   const p = new Promise<{ bytes: Buffer; exit: boolean }>((resolve, reject) => {
     let exit = false;
-    const decoder = new FrameDecoder();
-    duplex.pipe(decoder);
-    duplex.on('error', () => {});
-    duplex.on('close', () => decoder.end());
-    decoder.on('data', (f: Frame) => {
+    const decoder = readFrames(duplex, (f: Frame) => {
       if (f.channel === CHANNEL.stdout || f.channel === CHANNEL.stderr) parts.push(f.payload);
       else if (f.channel === CHANNEL.control && parseControl(f.payload).type === 'exit') exit = true;
     });

@@ -10,7 +10,7 @@ import t from 'tap';
 import type { ServerHttp2Stream } from 'node:http2';
 import { adminClient, createAppliance, startAgent, waitFor } from '../../helpers/cluster.js';
 import { agentTelemetry, fileRequests, flattenLogs, logsRequest, postLogs, startTelemetryRelay } from './otlp-logs.js';
-import { freePort } from '../../helpers/moto.js';
+import { freePort } from '../../helpers/net.js';
 import { AGENT_PATHS } from '../../../shared/protocol.js';
 import type { OtlpObject } from '../../../shared/telemetry/otlp-proto.js';
 import type { PullSpec } from '../../../shared/telemetry/pull-protocol.js';
@@ -37,7 +37,7 @@ function spyPulls(agent: Agent, strip = false): PullSpec[] {
     const spec = ctx.spec as PullSpec;
     specs.push(spec);
     const { after: _after, ...rest } = spec;
-    return svc.pull.call(agentTelemetry(agent), stream, strip ? rest : spec);
+    return svc.pull(stream, strip ? rest : spec);
   });
   return specs;
 }
