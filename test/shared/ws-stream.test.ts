@@ -44,6 +44,12 @@ t.test('writes after the WebSocket closed succeed once each and send nothing', a
   d.on('error', (err) => t.fail(`no error expected: ${err.message}`));
   client.close();
   await once(client, 'close');
+  let sends = 0;
+  const send = client.send.bind(client);
+  client.send = ((...args: Parameters<typeof send>) => {
+    sends++;
+    return send(...args);
+  }) as typeof client.send;
   const results: unknown[] = [];
   d.cork();
   d.write(Buffer.from('a'), (err) => results.push(err ?? 'ok'));
@@ -51,6 +57,7 @@ t.test('writes after the WebSocket closed succeed once each and send nothing', a
   d.uncork();
   await new Promise((r) => setTimeout(r, 50));
   t.same(results, ['ok', 'ok'], 'one success per write, no error');
+  t.equal(sends, 0, 'nothing was handed to the closed WebSocket');
   t.equal(server.readyState === server.OPEN, false);
 });
 
