@@ -10,6 +10,7 @@ import type { IncomingMessage } from 'node:http';
 import type { PeerCertificate } from 'node:tls';
 import { WebSocket } from 'ws';
 import { webSocketStream } from '../shared/ws-stream.js';
+import { clientMaskOptions } from '../shared/ws-mask.js';
 import { UplinkError, errorFromBody, isUplinkError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { CLOSE_CODES, HANDSHAKE_HEADERS as H, PATHS, PROTOCOL_VERSION } from '../shared/protocol.js';
@@ -122,6 +123,7 @@ export class RelayConnection extends EventEmitter {
       handshakeTimeout: this.cfg.reconnect.connectTimeoutMs,
       maxPayload: this.cfg.limits.maxWebSocketMessageBytes,
       perMessageDeflate: false,
+      ...clientMaskOptions(url),
       ...(this.ca ? { ca: this.ca } : {}),
       ...(this.cfg.relayPin ? { checkServerIdentity: this.checkPin } : {}),
     });

@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import { Agent, request } from 'undici';
 import { WebSocket } from 'ws';
 import { webSocketStream } from '../../shared/ws-stream.js';
+import { clientMaskOptions } from '../../shared/ws-mask.js';
 import { UplinkError, errorFromBody } from '../../shared/errors.js';
 import { OP_HEADERS, encodeSpec } from '../../shared/protocol.js';
 import type { ClientConfig } from './client-config.js';
@@ -86,6 +87,7 @@ export class ApiClient {
         headers: { authorization: `Bearer ${this.cfg.token}`, [OP_HEADERS.spec]: encodeSpec(spec) },
         perMessageDeflate: false,
         maxPayload: 64 * 1024 * 1024,
+        ...clientMaskOptions(url),
         ...(this.ca ? { ca: this.ca } : {}),
       });
       if (opts.onHeaders) ws.once('upgrade', (res: IncomingMessage) => opts.onHeaders!(res.headers));

@@ -12,3 +12,11 @@ export function profileDirFor(group: string): string | undefined {
   const root = process.env.BENCH_CPU_PROF;
   return root ? join(root, group) : undefined;
 }
+
+/**
+ * BENCH_NODE_ARGS="--flag …": extra Node options for the uplink processes of the forward and
+ * shell groups (relay, agent, CLI), to try a runtime setting such as a GC option A/B.
+ */
+export function extraNodeArgs(): string[] {
+  return (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter((a) => a.length > 0);
+}

@@ -1,5 +1,5 @@
 /** A relay started from dist/ as its own process, for benchmarks. */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -47,12 +47,4 @@ export async function startRelayProcess(opts: { dir: string; port?: number; toke
         child.kill(signal);
       }),
   };
-}
-
-/** A throwaway EC P-256 certificate and key for 127.0.0.1 in `dir` (made with openssl), for a relay serving TLS. */
-export function selfSignedCert(dir: string): { certFile: string; keyFile: string } {
-  const certFile = join(dir, 'relay.crt');
-  const keyFile = join(dir, 'relay.key');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
-  return { certFile, keyFile };
 }
