@@ -15,6 +15,7 @@ export const CHANNEL = { stdin: 0, stdout: 1, stderr: 2, control: 3 } as const;
 export type Channel = (typeof CHANNEL)[keyof typeof CHANNEL];
 
 export const FRAME_HEADER_BYTES = 5;
+const EMPTY = Buffer.alloc(0);
 /** Default upper bound for one frame's payload. */
 export const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024;
 
@@ -30,6 +31,33 @@ export type ControlMessage =
 export interface Frame {
   channel: number;
   payload: Buffer;
+}
+
+/** The 5-byte header of a frame of `length` bytes on `channel`. */
+export function frameHeader(channel: number, length: number): Buffer {
+  const head = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
+  head[0] = channel;
+  head.writeUInt32BE(length, 1);
+  return head;
+}
+
+/** Payloads from this size on are written beside their header instead of copied behind it. */
+export const WRITE_UNCOPIED_FROM_BYTES = 16 * 1024;
+
+/**
+ * Write one data frame. A large payload goes out as two buffers, header and payload, under
+ * one cork: it is not copied (the stream's writev takes both), which matters on the bulk
+ * paths (forward). A small one is copied behind its header: one buffer costs less than a
+ * second write (on a WebSocket stream, a second message) for a few bytes.
+ * Returns what the write of the payload returned (false: wait for 'drain').
+ */
+export function writeFrame(out: NodeJS.WritableStream & { cork(): void; uncork(): void }, channel: number, payload: Buffer): boolean {
+  if (payload.length < WRITE_UNCOPIED_FROM_BYTES) return out.write(encodeFrame(channel, payload));
+  out.cork();
+  out.write(frameHeader(channel, payload.length));
+  const ok = out.write(payload);
+  out.uncork();
+  return ok;
 }
 
 export function encodeFrame(channel: number, payload: Buffer | string): Buffer {
@@ -90,20 +118,33 @@ function isHeaderRecord(v: unknown): v is Record<string, string | string[]> {
 /**
  * Bytes in, Frame objects out. Rejects a frame whose declared length exceeds `maxFrameBytes`
  * before buffering it, and an unknown channel number.
+ *
+ * `streamData`: a data frame (stdin, stdout, stderr) that has not fully arrived is passed on
+ * in pieces as its bytes come, each piece a Frame of the same channel, instead of being
+ * joined into one buffer first. For readers that treat a data channel as a byte stream
+ * (forward, stdin): no copy, and no frame-sized buffer. Control frames always arrive whole.
  */
 export class FrameDecoder extends Transform {
   private buffered: Buffer[] = [];
   private bufferedBytes = 0;
   private readonly maxFrameBytes: number;
+  private readonly streamData: boolean;
+  /** streamData: payload bytes of the current data frame still to come, and its channel. */
+  private dataLeft = 0;
+  private dataChannel = 0;
 
-  constructor(opts: { maxFrameBytes?: number } = {}) {
+  constructor(opts: { maxFrameBytes?: number; streamData?: boolean } = {}) {
     super({ readableObjectMode: true });
     this.maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.streamData = opts.streamData ?? false;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.buffered.push(chunk);
-    this.bufferedBytes += chunk.length;
+    if (this.dataLeft > 0 && chunk.length > 0) chunk = this.continueData(chunk);
+    if (chunk.length > 0) {
+      this.buffered.push(chunk);
+      this.bufferedBytes += chunk.length;
+    }
     try {
       this.drainFrames();
       done();
@@ -113,11 +154,20 @@ export class FrameDecoder extends Transform {
   }
 
   override _flush(done: TransformCallback): void {
-    if (this.bufferedBytes > 0) {
-      done(new UplinkError('UPLINK_ERR_BAD_REQUEST', `stream ended inside a frame (${this.bufferedBytes} bytes left)`));
+    const left = this.bufferedBytes + this.dataLeft;
+    if (left > 0) {
+      done(new UplinkError('UPLINK_ERR_BAD_REQUEST', `stream ended inside a frame (${left} bytes left)`));
       return;
     }
     done();
+  }
+
+  /** streamData: the next bytes of the frame in progress go out as they are; returns the rest of the chunk. */
+  private continueData(chunk: Buffer): Buffer {
+    const n = Math.min(this.dataLeft, chunk.length);
+    this.push({ channel: this.dataChannel, payload: n === chunk.length ? chunk : chunk.subarray(0, n) } satisfies Frame);
+    this.dataLeft -= n;
+    return n === chunk.length ? EMPTY : chunk.subarray(n);
   }
 
   private drainFrames(): void {
@@ -129,10 +179,23 @@ export class FrameDecoder extends Transform {
       if (length > this.maxFrameBytes) {
         throw new UplinkError('UPLINK_ERR_PAYLOAD_TOO_LARGE', `frame of ${length} bytes exceeds the ${this.maxFrameBytes}-byte limit`);
       }
-      if (this.bufferedBytes < FRAME_HEADER_BYTES + length) return;
+      if (this.bufferedBytes < FRAME_HEADER_BYTES + length) {
+        if (this.streamData && channel !== CHANNEL.control) this.startData(channel, length);
+        return;
+      }
       const all = this.takeBytes(FRAME_HEADER_BYTES + length);
       this.push({ channel, payload: all.subarray(FRAME_HEADER_BYTES) } satisfies Frame);
     }
+  }
+
+  /** streamData: pass on what arrived of a data frame's payload; the rest follows in continueData. */
+  private startData(channel: number, length: number): void {
+    this.takeBytes(FRAME_HEADER_BYTES);
+    this.dataChannel = channel;
+    this.dataLeft = length - this.bufferedBytes;
+    for (const piece of this.buffered) this.push({ channel, payload: piece } satisfies Frame);
+    this.buffered = [];
+    this.bufferedBytes = 0;
   }
 
   private peekBytes(n: number): Buffer {

@@ -19,7 +19,7 @@
 import { connect, type Socket } from 'node:net';
 import type { ServerHttp2Stream } from 'node:http2';
 import { UplinkError } from '../../shared/errors.js';
-import { CHANNEL, encodeControl, encodeFrame } from '../../shared/frames.js';
+import { CHANNEL, encodeControl, writeFrame } from '../../shared/frames.js';
 import { readInputFrames } from './input-frames.js';
 import { OP_HEADERS } from '../../shared/protocol.js';
 import type { AgentAuditLog } from '../audit-log.js';
@@ -131,7 +131,7 @@ export async function handleForward(stream: ServerHttp2Stream, ctx: RequestConte
   socket.on('data', (chunk: Buffer) => {
     if (stream.destroyed) return;
     bytesOut += chunk.length;
-    if (!stream.write(encodeFrame(CHANNEL.stdout, chunk))) socket.pause();
+    if (!writeFrame(stream, CHANNEL.stdout, chunk)) socket.pause();
   });
   stream.on('drain', () => socket.resume());
   socket.on('end', () => {

@@ -27,7 +27,8 @@ export interface InputStats {
 
 export function readInputFrames(stream: Readable, opts: { maxFrameBytes: number; log: Logger }, h: InputHandlers): InputStats {
   const stats: InputStats = { bytesIn: 0 };
-  const decoder = new FrameDecoder({ maxFrameBytes: opts.maxFrameBytes });
+  // stdin is a byte stream for every operation: a large frame passes on in pieces, uncopied.
+  const decoder = new FrameDecoder({ maxFrameBytes: opts.maxFrameBytes, streamData: true });
   stream.pipe(decoder);
   decoder.on('data', (frame: Frame) => {
     if (frame.channel === CHANNEL.stdin) {

@@ -18,6 +18,7 @@ import { runTelemetryCases, telemetryOptsFromEnv } from './telemetry-cases.js';
 import { forwardOptsFromEnv, runForwardCases } from './forward-cases.js';
 import { runShellCases, shellOptsFromEnv } from './shell-cases.js';
 import { deployOptsFromEnv, runDeployCases } from './deploy-cases.js';
+import { framesOptsFromEnv, runFramesCases } from './frames-cases.js';
 import { envNumber } from './env.js';
 
 const env = process.env;
@@ -37,6 +38,7 @@ const GROUPS: Record<string, (dir: string) => Promise<CaseResult[]>> = {
   forward: (dir) => runForwardCases(dir, forwardOptsFromEnv()),
   shell: (dir) => runShellCases(dir, shellOptsFromEnv()),
   deploy: (dir) => runDeployCases(dir, deployOptsFromEnv()),
+  frames: (dir) => runFramesCases(dir, framesOptsFromEnv()),
 };
 
 async function main(): Promise<void> {

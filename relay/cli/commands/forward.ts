@@ -14,7 +14,7 @@ import type { Duplex } from 'node:stream';
 import { UplinkError, toUplinkError } from '../../../shared/errors.js';
 import { EXIT, parseCommand, str } from '../../../shared/cli-args.js';
 import { parseDuration } from '../../../shared/duration.js';
-import { CHANNEL, FrameDecoder, encodeControl, encodeFrame, parseControl, type Frame } from '../../../shared/frames.js';
+import { CHANNEL, FrameDecoder, encodeControl, parseControl, writeFrame, type Frame } from '../../../shared/frames.js';
 import type { Command, CliContext } from '../context.js';
 
 /** Largest frame accepted from the relay; the agent sends socket-sized chunks. */
@@ -44,7 +44,8 @@ export function parseForwardTarget(text: string): ForwardTarget {
 
 /** Join one accepted local connection to one forward stream. */
 function bridge(conn: Socket, duplex: Duplex, onError: (e: UplinkError) => void): void {
-  const decoder = new FrameDecoder({ maxFrameBytes: FORWARD_MAX_FRAME_BYTES });
+  // A forwarded connection is a byte stream: frames pass on in pieces as they arrive, uncopied.
+  const decoder = new FrameDecoder({ maxFrameBytes: FORWARD_MAX_FRAME_BYTES, streamData: true });
   duplex.pipe(decoder);
   decoder.on('data', (frame: Frame) => {
     if (frame.channel === CHANNEL.stdout) {
@@ -64,7 +65,7 @@ function bridge(conn: Socket, duplex: Duplex, onError: (e: UplinkError) => void)
     duplex.destroy();
   });
   conn.on('data', (chunk: Buffer) => {
-    if (!duplex.write(encodeFrame(CHANNEL.stdin, chunk))) {
+    if (!writeFrame(duplex, CHANNEL.stdin, chunk)) {
       conn.pause();
       duplex.once('drain', () => conn.resume());
     }
