@@ -19,6 +19,7 @@ import { accessSync, constants as fsConstants, readSync, statSync } from 'node:f
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { spawn, type IPty } from 'node-pty';
+import { ptyWriter } from './pty-write.js';
 import { z } from 'zod';
 import { UplinkError } from '../../shared/errors.js';
 import { formatDuration } from '../../shared/duration.js';
@@ -313,6 +314,7 @@ export function startPtySession(options: PtySessionOptions): PtySession {
     throw spawnError('could not start', (err as NodeJS.ErrnoException).code ?? 'EAGAIN', file, err);
   }
   const log = (opts.logger ?? silentLogger).child({ ptyPid: pty.pid });
+  const writeInput = ptyWriter(pty);
   log.info({ file, cols, rows, idleTimeoutMs: opts.idleTimeoutMs, maxDurationMs: opts.maxDurationMs }, 'pty session started');
 
   const listeners = new Set<(chunk: Buffer) => void>();
@@ -408,7 +410,7 @@ export function startPtySession(options: PtySessionOptions): PtySession {
     write(data) {
       if (exited || data.length === 0) return;
       lastActivity = performance.now();
-      pty.write(data);
+      writeInput(data);
     },
     resize(newCols, newRows) {
       validateSize(newCols, newRows, opts.maxWindowDimension);
