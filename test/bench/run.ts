@@ -19,6 +19,7 @@ import { forwardOptsFromEnv, runForwardCases } from './forward-cases.js';
 import { runShellCases, shellOptsFromEnv } from './shell-cases.js';
 import { deployOptsFromEnv, runDeployCases } from './deploy-cases.js';
 import { framesOptsFromEnv, runFramesCases } from './frames-cases.js';
+import { runTunnelCases, tunnelOptsFromEnv } from './tunnel-cases.js';
 import { envNumber } from './env.js';
 
 const env = process.env;
@@ -39,6 +40,7 @@ const GROUPS: Record<string, (dir: string) => Promise<CaseResult[]>> = {
   shell: (dir) => runShellCases(dir, shellOptsFromEnv()),
   deploy: (dir) => runDeployCases(dir, deployOptsFromEnv()),
   frames: (dir) => runFramesCases(dir, framesOptsFromEnv()),
+  tunnel: (dir) => runTunnelCases(dir, tunnelOptsFromEnv()),
 };
 
 async function main(): Promise<void> {
