@@ -45,7 +45,7 @@ export async function startNetCluster(dir: string, opts: { forwardPorts: number[
   const tls = selfSignedCert(dir);
   // One directory per program: the profile's file name carries only the pid.
   const prof = (who: string) => [...extraNodeArgs(), ...(opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(opts.profileDir, who)}`] : [])];
-  const relay = await startRelayProcess({ dir: join(dir, 'relay'), token: TOKEN, tls, nodeArgs: prof('relay'), config: { shutdown: { drainTimeoutMs: 1000 } } });
+  const relay = await startRelayProcess({ dir: join(dir, 'relay'), token: TOKEN, tls, nodeArgs: prof('relay'), config: { shutdown: { drainTimeoutMs: 1000 }, recordings: { enabled: process.env.BENCH_RECORDINGS !== '0' } } });
   const client = new ApiClient({ url: relay.url, token: TOKEN, caFile: tls.certFile });
   let agent: ChildProcess | undefined;
   try {

@@ -29,16 +29,19 @@ export interface ShellOpts {
   keystrokes: number;
   /** Pause between one echo and the next keystroke. */
   gapMs: number;
+  /** Keystrokes typed on each path before anything is measured. */
+  warmup: number;
   profileDir?: string | undefined;
 }
 
 
-/** BENCH_NET_RUNS (5), BENCH_KEYSTROKES (200), BENCH_KEY_GAP_MS (5), BENCH_CPU_PROF (a directory). */
+/** BENCH_NET_RUNS (5), BENCH_KEYSTROKES (200), BENCH_KEY_GAP_MS (5), BENCH_KEY_WARMUP (1000), BENCH_RECORDINGS, BENCH_CPU_PROF (a directory). */
 export function shellOptsFromEnv(): ShellOpts {
   return {
     runs: envNumber('BENCH_NET_RUNS', 5),
     keystrokes: envNumber('BENCH_KEYSTROKES', 200),
     gapMs: envNumber('BENCH_KEY_GAP_MS', 5),
+    warmup: envNumber('BENCH_KEY_WARMUP', 1000),
     profileDir: profileDirFor('shell'),
   };
 }
@@ -170,6 +173,8 @@ async function measure(dir: string, opts: ShellOpts, start: Starter): Promise<Ca
   const loadWindow: [number, number] = [0, 0];
   const load0 = loadavg()[0]!;
   const idle = { ssh: { p50: [] as number[], p99: [] as number[], cpuUs: [] as number[] }, uplink: { p50: [] as number[], p99: [] as number[], cpuUs: [] as number[] } };
+  /** uplink's keystroke CPU by process (the agent with its children: the shell and cat). */
+  const byProcess = { cli: [] as number[], relay: [] as number[], agent: [] as number[] };
   const loaded = { ssh: { p50: [] as number[], p99: [] as number[], mibps: [] as number[] }, uplink: { p50: [] as number[], p99: [] as number[], mibps: [] as number[] } };
   const sshTerm = await terminal('ssh', [...ssh.args(['-tt', '-o', 'ExitOnForwardFailure=yes', '-L', `127.0.0.1:${sshLPort}:127.0.0.1:${sourcePort}`]), REMOTE], { PATH: process.env.PATH, HOME: process.env.HOME, TERM: 'xterm' });
   const sshSession = await start(Promise.resolve(stoppable(sshTerm)));
@@ -177,18 +182,27 @@ async function measure(dir: string, opts: ShellOpts, start: Starter): Promise<Ca
   const uplinkTerm = await terminal(process.execPath, [...cluster.cliNodeArgs('shell'), CLI, 'shell', APPLIANCE, '--command', REMOTE], cluster.cliEnv);
   const uplinkSession = await start(Promise.resolve(stoppable(uplinkTerm)));
   const term = { ssh: sshTerm, uplink: uplinkTerm };
-  for (const p of ['ssh', 'uplink'] as const) await keystrokes(term[p], 20, opts.gapMs); // warm-up
+  for (const p of ['ssh', 'uplink'] as const) await keystrokes(term[p], opts.warmup, opts.gapMs); // warm-up
   // CPU time of each path's own processes (the PTYs' owner, this process, left out).
+  const uplinkParts = (): { cli: number; relay: number; agent: number } => ({ cli: treeCpuSeconds(uplinkTerm.pid), relay: treeCpuSeconds(cluster.relay.pid), agent: treeCpuSeconds(cluster.agent.pid!) });
   const cpuOf = {
     ssh: () => treeCpuSeconds(sshTerm.pid) + treeCpuSeconds(ssh.pid),
-    uplink: () => treeCpuSeconds(uplinkTerm.pid) + treeCpuSeconds(cluster.relay.pid) + treeCpuSeconds(cluster.agent.pid!),
+    uplink: () => {
+      const c = uplinkParts();
+      return c.cli + c.relay + c.agent;
+    },
   };
   idleWindow[0] = profileClockUs();
   for (let r = 0; r < opts.runs; r++) {
     for (const p of ['ssh', 'uplink'] as const) {
+      const parts0 = p === 'uplink' ? uplinkParts() : undefined;
       const c0 = cpuOf[p]();
       const lat = await keystrokes(term[p], opts.keystrokes, opts.gapMs);
       idle[p].cpuUs.push(((cpuOf[p]() - c0) / opts.keystrokes) * 1e6);
+      if (parts0) {
+        const parts1 = uplinkParts();
+        for (const k of ['cli', 'relay', 'agent'] as const) byProcess[k].push(((parts1[k] - parts0[k]) / opts.keystrokes) * 1e6);
+      }
       idle[p].p50.push(percentile(lat, 50));
       idle[p].p99.push(percentile(lat, 99));
     }
@@ -215,8 +229,8 @@ async function measure(dir: string, opts: ShellOpts, start: Starter): Promise<Ca
   const idleRatio = idle.uplink.p50.map((x, i) => x / idle.ssh.p50[i]!);
   const idleRatio99 = idle.uplink.p99.map((x, i) => x / idle.ssh.p99[i]!);
   const common = [
-    `${opts.keystrokes} keystrokes per run, ${opts.gapMs} ms between an echo and the next key, ${opts.runs} runs; remote command \`${REMOTE}\`; ssh and uplink alternate within each run`,
-    `ssh: ${ssh.version}, cipher ${ssh.cipher}; uplink: TLS on both hops, ${cluster.tls}, session recording on (the relay's default)`,
+    `${opts.warmup} keystrokes on each path before measuring (V8 optimises the hot paths meanwhile), then ${opts.keystrokes} per run, ${opts.gapMs} ms between an echo and the next key, ${opts.runs} runs; remote command \`${REMOTE}\`; ssh and uplink alternate within each run`,
+    `ssh: ${ssh.version}, cipher ${ssh.cipher}; uplink: TLS on both hops, ${cluster.tls}, session recording ${process.env.BENCH_RECORDINGS === '0' ? 'off (BENCH_RECORDINGS=0)' : "on (the relay's default)"}`,
     `1-minute load average ${load0.toFixed(2)} before, ${load1.toFixed(2)} after (other work shares this machine)`,
   ];
   return [
@@ -231,6 +245,9 @@ async function measure(dir: string, opts: ShellOpts, start: Starter): Promise<Ca
         'uplink / ssh p99': f(idleRatio99, '×'),
         'uplink CPU per keystroke (CLI + relay + agent)': f(idle.uplink.cpuUs, 'µs'),
         'ssh CPU per keystroke (ssh + sshd)': f(idle.ssh.cpuUs, 'µs'),
+        'uplink CPU per keystroke: CLI': f(byProcess.cli, 'µs'),
+        'uplink CPU per keystroke: relay': f(byProcess.relay, 'µs'),
+        'uplink CPU per keystroke: agent (with the shell and cat)': f(byProcess.agent, 'µs'),
       },
       target: 'p50 ≤ 1.5× ssh -tt',
       met: figure(idleRatio).median <= 1.5,
