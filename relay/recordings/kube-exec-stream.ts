@@ -44,7 +44,12 @@ export interface KubeExecEvents {
  * joined), skips control frames, and reports malformed input once.
  */
 class WebSocketReader {
+  /** Bytes joined for the frame being read; `pending` holds later chunks until it can be read. */
   private buf: Buffer = Buffer.alloc(0);
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Bytes `buf` must hold before the next frame can be read (its header, then all of it). */
+  private need = 2;
   private fragments: Buffer[] = [];
   private fragmentsBytes = 0;
   private fragmentOpcode = 0;
@@ -56,15 +61,32 @@ class WebSocketReader {
     private readonly onError: (reason: string) => void,
   ) {}
 
+  /**
+   * Chunks are joined only once the frame they belong to is complete (or its header can be
+   * read), so a large frame arriving in many chunks is copied once, not once per chunk.
+   */
   write(chunk: Buffer): void {
     if (this.failed) return;
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.buf.length + this.pendingBytes < this.need) return;
+    this.buf = this.buf.length === 0 && this.pending.length === 1 ? chunk : Buffer.concat([this.buf, ...this.pending]);
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.need = 2;
     while (!this.failed && this.readFrame());
+  }
+
+  /** Not enough bytes yet: remember how many the frame needs. */
+  private short(bytes: number): false {
+    this.need = bytes;
+    return false;
   }
 
   private fail(reason: string): false {
     this.failed = true;
     this.buf = Buffer.alloc(0);
+    this.pending = [];
     this.fragments = [];
     this.onError(reason);
     return false;
@@ -73,18 +95,18 @@ class WebSocketReader {
   /** Consume one complete frame from `buf`; false when more bytes are needed. */
   private readFrame(): boolean {
     const b = this.buf;
-    if (b.length < 2) return false;
+    if (b.length < 2) return this.short(2);
     const fin = (b[0]! & 0x80) !== 0;
     const opcode = b[0]! & 0x0f;
     const masked = (b[1]! & 0x80) !== 0;
     let len = b[1]! & 0x7f;
     let at = 2;
     if (len === 126) {
-      if (b.length < 4) return false;
+      if (b.length < 4) return this.short(4);
       len = b.readUInt16BE(2);
       at = 4;
     } else if (len === 127) {
-      if (b.length < 10) return false;
+      if (b.length < 10) return this.short(10);
       const big = b.readBigUInt64BE(2);
       if (big > BigInt(this.maxMessageBytes)) return this.fail(`a WebSocket frame of ${big} bytes exceeds ${this.maxMessageBytes}`);
       len = Number(big);
@@ -93,7 +115,7 @@ class WebSocketReader {
     if (len > this.maxMessageBytes) return this.fail(`a WebSocket frame of ${len} bytes exceeds ${this.maxMessageBytes}`);
     const maskAt = at;
     if (masked) at += 4;
-    if (b.length < at + len) return false;
+    if (b.length < at + len) return this.short(at + len);
     const payload = Buffer.from(b.subarray(at, at + len));
     if (masked) for (let i = 0; i < payload.length; i++) payload[i]! ^= b[maskAt + (i & 3)]!;
     this.buf = b.subarray(at + len);

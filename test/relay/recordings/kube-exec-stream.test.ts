@@ -101,6 +101,35 @@ t.test('large messages with 16- and 64-bit lengths arrive whole', async (t) => {
   t.same(events.map(([type, d]) => [type, (d as string).length]), [['o', 300], ['o', 70_000]]);
 });
 
+t.test('a large message in many small chunks is joined once, not once per chunk', async (t) => {
+  const { s, events } = stream(8 * 1024 * 1024);
+  s.response(101, V5 as never);
+  const payload = randomBytes(4 * 1024 * 1024);
+  const bytes = Buffer.concat([wsFrame(msg(1, payload)), wsFrame(msg(1, 'after'))]);
+  const concat = Buffer.concat;
+  let joined = 0;
+  let joinedBytes = 0;
+  Buffer.concat = ((list: readonly Uint8Array[], total?: number) => {
+    joined++;
+    const out = concat(list, total);
+    joinedBytes += out.length;
+    return out;
+  }) as typeof Buffer.concat;
+  try {
+    inPieces((b) => s.server(b), bytes, 1024);
+  } finally {
+    Buffer.concat = concat;
+  }
+  t.equal(events.length, 2);
+  t.equal(events[0]![0], 'o');
+  t.equal(events[0]![1] as string, payload.toString('utf8'), 'the payload, whole');
+  t.same(events[1], ['o', 'after']);
+  // 4 MiB in 1 KiB chunks: a join per chunk would copy ~8 GiB; here the message is joined
+  // once, and the bytes of the header and the short frame after it a few times more.
+  t.ok(joined <= 4, `${joined} joins`);
+  t.ok(joinedBytes < 2 * bytes.length, `${joinedBytes} bytes joined for a ${bytes.length}-byte stream`);
+});
+
 t.test('what cannot be read is named, once, and nothing after it is used', async (t) => {
   const cases: Array<[string, (s: KubeExecStream) => void, string]> = [
     ['refused upgrade', (s) => s.response(404, {}), 'the API server refused the session (HTTP 404)'],
