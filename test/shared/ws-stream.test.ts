@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { webSocketStream } from '../../shared/ws-stream.js';
+import { waitFor } from '../helpers/cluster.js';
 
 async function pair(t: Test): Promise<{ client: WebSocket; server: WebSocket }> {
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false });
@@ -33,7 +34,7 @@ t.test('the buffers of a corked write arrive in order, each once, with one callb
   d.write(Buffer.from('payload'), () => acks.push('b'));
   d.uncork();
   d.write(Buffer.from('second'), () => acks.push('c'));
-  await new Promise((r) => setTimeout(r, 100));
+  await waitFor(() => got.length === 3 && acks.length === 3, 5000, 'three messages and three acks');
   t.equal(Buffer.concat(got).toString(), 'frame-header:payloadsecond');
   t.same(acks, ['a', 'b', 'c']);
 });
@@ -55,7 +56,8 @@ t.test('writes after the WebSocket closed succeed once each and send nothing', a
   d.write(Buffer.from('a'), (err) => results.push(err ?? 'ok'));
   d.write(Buffer.from('b'), (err) => results.push(err ?? 'ok'));
   d.uncork();
-  await new Promise((r) => setTimeout(r, 50));
+  await waitFor(() => results.length >= 2, 5000, 'both write callbacks');
+  await new Promise((r) => setImmediate(r)); // a second callback for the same write would come by now
   t.same(results, ['ok', 'ok'], 'one success per write, no error');
   t.equal(sends, 0, 'nothing was handed to the closed WebSocket');
   t.equal(server.readyState === server.OPEN, false);
@@ -68,7 +70,7 @@ t.test('data received before the close is read in full, even when the reader was
   for (let i = 0; i < 50; i++) server.send(Buffer.alloc(10_000, i));
   server.close();
   // The paused socket holds the close frame behind the data, as it should.
-  await new Promise((r) => setTimeout(r, 100));
+  await waitFor(() => d.readableLength > 0, 5000, 'data buffered while paused');
   let n = 0;
   d.on('data', (c: Buffer) => (n += c.length));
   const closed = once(d, 'close');
@@ -85,12 +87,12 @@ t.test('a reader that stops reading pauses the WebSocket; reading again resumes 
   d.pause();
   // More than the readable buffer holds: push() says stop, the socket is paused.
   for (let i = 0; i < 10; i++) server.send(Buffer.alloc(64 * 1024));
-  await new Promise((r) => setTimeout(r, 100));
+  await waitFor(() => client.isPaused, 5000, 'the WebSocket paused');
   t.equal(client.isPaused, true, 'paused');
   let n = 0;
   d.on('data', (c: Buffer) => (n += c.length));
   d.resume();
-  await new Promise((r) => setTimeout(r, 100));
+  await waitFor(() => n === 10 * 64 * 1024, 5000, 'every byte read');
   t.equal(client.isPaused, false, 'resumed');
   t.equal(n, 10 * 64 * 1024);
 });

@@ -15,9 +15,12 @@ import { AccessControl } from '../../../agent/phases/grant.js';
 import type { ApiClient } from '../../../relay/cli/api-client.js';
 
 /** A TCP echo server; `open` counts its live connections. */
-async function echoServer(t: Test): Promise<{ port: number; open: () => number }> {
+/** An echo server; `open()` counts its connections now, `accepted()` every one it ever took (a dial that closed at once included). */
+async function echoServer(t: Test): Promise<{ port: number; open: () => number; accepted: () => number }> {
   const conns = new Set<Socket>();
+  let accepted = 0;
   const server = createServer({ allowHalfOpen: true }, (s) => {
+    accepted++;
     conns.add(s);
     s.on('close', () => conns.delete(s));
     s.on('error', () => {});
@@ -28,7 +31,7 @@ async function echoServer(t: Test): Promise<{ port: number; open: () => number }
     for (const s of conns) s.destroy();
     return new Promise<void>((r) => server.close(() => r()));
   });
-  return { port: (server.address() as AddressInfo).port, open: () => conns.size };
+  return { port: (server.address() as AddressInfo).port, open: () => conns.size, accepted: () => accepted };
 }
 
 /** One forwarded connection as the CLI sees it: bytes received, control frames, the end. */
@@ -82,6 +85,7 @@ t.test('maxConnections: the agent refuses the connection over its limit, and cou
     message: /already carries 2 forwarded connections \(operations\.forward\.maxConnections\)/,
     details: { limit: 2 },
   });
+  t.equal(echo.accepted(), 2, 'the refused connection was never dialled');
   // Another agent (in this same process) has its own count.
   const other = forwarded(await open(client, 'fwd-lim-b', echo.port));
   other.send('three');
@@ -115,7 +119,7 @@ t.test('enabled: false refuses forward with its code, before the Operate check',
     code: 'UPLINK_ERR_OPERATION_DISABLED',
     message: /^forward is disabled by the customer on this agent \(operations\.forward\.enabled\)$/,
   });
-  t.equal(echo.open(), 0, 'nothing was dialled');
+  t.equal(echo.accepted(), 0, 'nothing was dialled');
   t.same(await auditOf(agent.cfg.stateDir), [], 'a switched-off operation leaves no forward entry');
 });
 
