@@ -154,9 +154,13 @@ export class FrameDecoder extends Transform {
   }
 
   override _flush(done: TransformCallback): void {
-    const left = this.bufferedBytes + this.dataLeft;
-    if (left > 0) {
-      done(new UplinkError('UPLINK_ERR_BAD_REQUEST', `stream ended inside a frame (${left} bytes left)`));
+    if (this.dataLeft > 0) {
+      // streamData: what arrived of the frame was passed on; say how much of it never came.
+      done(new UplinkError('UPLINK_ERR_BAD_REQUEST', `stream ended inside a frame (${this.dataLeft} bytes of it missing)`));
+      return;
+    }
+    if (this.bufferedBytes > 0) {
+      done(new UplinkError('UPLINK_ERR_BAD_REQUEST', `stream ended inside a frame (${this.bufferedBytes} bytes left)`));
       return;
     }
     done();

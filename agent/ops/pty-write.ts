@@ -12,14 +12,21 @@
  * Order is kept: bytes are written directly only while node-pty's own queue is empty;
  * whatever the kernel did not take, and everything after it until the queue drains, goes
  * through node-pty as before (which retries on EAGAIN). Any other error is left to node-pty
- * too, so behaviour on a closed PTY does not change. If a node-pty release changes the
- * internals this relies on, every write takes node-pty's path.
+ * too. If a node-pty release changes the internals this relies on, every write takes
+ * node-pty's path.
+ *
+ * The descriptor is closed when node-pty's read socket is destroyed (end of the program, or
+ * the session's own exit drain), and node-pty learns it only a little later ('close'). From
+ * the destroy on, the number may already belong to another file of the agent's, so input is
+ * dropped: the terminal that would have read it is gone. pty-session.ts's exit drain stops
+ * reading at the same point for the same reason.
  */
 import { writeSync } from 'node:fs';
 import type { IPty } from 'node-pty';
 
 interface PtyInternals {
   fd?: unknown;
+  _socket?: { destroyed?: unknown };
   _writeStream?: { _writeQueue?: unknown };
 }
 
@@ -27,9 +34,11 @@ interface PtyInternals {
 export function ptyWriter(pty: IPty): (data: Buffer) => void {
   const internals = pty as unknown as PtyInternals;
   const fd = internals.fd;
+  const socket = internals._socket;
   const queue = internals._writeStream?._writeQueue;
-  if (typeof fd !== 'number' || !Array.isArray(queue)) return (data) => pty.write(data);
+  if (typeof fd !== 'number' || !Array.isArray(queue) || typeof socket?.destroyed !== 'boolean') return (data) => pty.write(data);
   return (data) => {
+    if (socket.destroyed) return;
     if (queue.length === 0) {
       let written = 0;
       try {

@@ -2,9 +2,10 @@
  * Both hops over TLS, as in production: a relay serving HTTPS with its own certificate, an
  * agent dialling wss:// and trusting it through `relayCaFile` (UPLINK_RELAY_CA) or pinning its
  * key (`relayPin`, UPLINK_RELAY_PIN), and a forward from the vendor's client through the relay
- * to a TCP service next to the agent. Checks that bytes arrive intact (the agent
- * and the client send the zero WebSocket mask over wss), and that an agent which cannot
+ * to a TCP service next to the agent. Checks that bytes arrive intact, that the agent and the
+ * client send the zero WebSocket mask over wss (shared/ws-mask.ts), and that an agent which cannot
  * trust the relay, or finds another key than the pinned one, stays out with the reason.
+ * The masking keys the clients put on their frames are read as the frames are built.
  */
 import t, { type Test } from 'tap';
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
@@ -12,6 +13,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { adminClient, agentConfig, createAppliance, startAgent, startRelay, tempDir, waitFor, ADMIN_TOKEN, type Enrolled } from '../helpers/cluster.js';
+import * as wsLib from 'ws';
 import { selfSignedCert } from '../helpers/tls.js';
 import { readFrames } from '../helpers/exec-client.js';
 import { CHANNEL, encodeControl, writeFrame, type Frame } from '../../shared/frames.js';
@@ -53,7 +55,28 @@ async function agentThatFails(t: Test, relay: Relay, enrolled: Enrolled, extra: 
   return agent;
 }
 
-t.test('a forward over TLS on both hops carries 3 MiB intact', async (t) => {
+/** Every masking key a WebSocket client in this process puts on a frame, from now until teardown. */
+function recordMasks(t: Test): Buffer[] {
+  const keys: Buffer[] = [];
+  // ws's frame builder (not in its type declarations): both clients' frames pass through it.
+  const sender = (wsLib as unknown as { Sender: { frame(data: unknown, options: { mask?: boolean }): Buffer[] } }).Sender;
+  const frame = sender.frame;
+  sender.frame = (data, options) => {
+    const out = frame(data, options);
+    if (options.mask) {
+      const head = out[0]!;
+      const len = head[1]! & 0x7f;
+      const at = len === 127 ? 10 : len === 126 ? 4 : 2;
+      keys.push(Buffer.from(head.subarray(at, at + 4)));
+    }
+    return out;
+  };
+  t.teardown(() => void (sender.frame = frame));
+  return keys;
+}
+
+t.test('a forward over TLS on both hops carries 3 MiB intact, under the zero mask', async (t) => {
+  const masks = recordMasks(t);
   const { relay, certFile } = await tlsRelay(t);
   t.match(relay.url, /^https:\/\/127\.0\.0\.1:\d+$/);
   const port = await hashServer(t);
@@ -73,6 +96,9 @@ t.test('a forward over TLS on both hops carries 3 MiB intact', async (t) => {
   duplex.write(encodeControl({ type: 'eof' }));
   await waitFor(() => ended || answer.length >= 64, 20_000, 'the digest from the service');
   t.equal(answer.slice(0, 64), sha(sent), 'the service received every byte, in order');
+  // The agent's tunnel and the client's operation socket are the only WebSocket clients here.
+  t.ok(masks.length > 10, `${masks.length} client frames seen`);
+  t.equal(masks.filter((k) => k.readUInt32BE(0) !== 0).length, 0, 'every one with the zero key');
 });
 
 t.test('the agent pins the relay key: the right pin connects, another is refused with its code', async (t) => {

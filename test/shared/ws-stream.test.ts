@@ -69,8 +69,10 @@ t.test('data received before the close is read in full, even when the reader was
   d.pause();
   for (let i = 0; i < 50; i++) server.send(Buffer.alloc(10_000, i));
   server.close();
-  // The paused socket holds the close frame behind the data, as it should.
-  await waitFor(() => d.readableLength > 0, 5000, 'data buffered while paused');
+  // The paused socket holds the close frame behind the data, as it should: everything has
+  // left the server, and the client stopped reading with the close still unread.
+  await waitFor(() => server.bufferedAmount === 0 && client.isPaused, 5000, 'all sent, the reader paused');
+  t.equal(client.readyState, client.OPEN, 'the close frame is not read yet');
   let n = 0;
   d.on('data', (c: Buffer) => (n += c.length));
   const closed = once(d, 'close');

@@ -1,21 +1,38 @@
 /**
  * agent/ops/pty-write.ts on a real PTY: small input is written on the spot (node-pty's queue
  * is not used), input larger than the terminal's buffer arrives complete and in order while
- * the program is not reading yet (the rest goes through node-pty's queue), and a PTY
- * without the internals it relies on gets every write through node-pty.
+ * the program is not reading yet (the rest goes through node-pty's queue), a PTY without the
+ * internals it relies on gets every write through node-pty, and input after the terminal
+ * closed goes nowhere (its descriptor number may have been reused).
  */
 import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { spawn, type IPty } from 'node-pty';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ptyWriter } from '../../../agent/ops/pty-write.js';
+import { waitFor } from '../../helpers/cluster.js';
 
-/** Run `script` under sh on a PTY in raw mode; resolves with its whole output once it exits. */
-function runOnPty(script: string): { pty: IPty; output: Promise<string> } {
-  const pty = spawn('/bin/sh', ['-c', `stty raw -echo; ${script}`], { name: 'xterm', cols: 80, rows: 24, encoding: null });
+/**
+ * Run `script` under sh on a PTY in raw mode. `ready` resolves once the terminal is raw (the
+ * script printed READY after stty), `output` with what it printed after that once it exits.
+ */
+function runOnPty(script: string): { pty: IPty; ready: Promise<void>; output: Promise<string> } {
+  const pty = spawn('/bin/sh', ['-c', `stty raw -echo; echo READY; ${script}`], { name: 'xterm', cols: 80, rows: 24, encoding: null });
   const chunks: Buffer[] = [];
-  pty.onData((d: string | Buffer) => chunks.push(Buffer.isBuffer(d) ? d : Buffer.from(d)));
-  const output = new Promise<string>((resolve) => pty.onExit(() => setTimeout(() => resolve(Buffer.concat(chunks).toString('utf8')), 50)));
-  return { pty, output };
+  let onReady: () => void = () => {};
+  const ready = new Promise<void>((resolve) => (onReady = resolve));
+  pty.onData((d: string | Buffer) => {
+    chunks.push(Buffer.isBuffer(d) ? d : Buffer.from(d));
+    if (Buffer.concat(chunks).includes('READY\n')) onReady();
+  });
+  const after = (): string => {
+    const all = Buffer.concat(chunks).toString('utf8');
+    return all.slice(all.indexOf('READY\n') + 'READY\n'.length);
+  };
+  const output = new Promise<string>((resolve) => pty.onExit(() => setTimeout(() => resolve(after()), 50)));
+  return { pty, ready, output };
 }
 
 function countWrites(pty: IPty): { count(): number; bytes(): number } {
@@ -33,10 +50,10 @@ function countWrites(pty: IPty): { count(): number; bytes(): number } {
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 t.test('a keystroke goes straight to the terminal, not through the queue', async (t) => {
-  const { pty, output } = runOnPty('head -c 3');
+  const { pty, ready, output } = runOnPty('head -c 3');
   const seen = countWrites(pty);
   const write = ptyWriter(pty);
-  await new Promise((r) => setTimeout(r, 300)); // stty has run
+  await ready;
   write(Buffer.from('a'));
   write(Buffer.from('b'));
   write(Buffer.from('c'));
@@ -46,10 +63,10 @@ t.test('a keystroke goes straight to the terminal, not through the queue', async
 
 t.test('more than the terminal buffers, while the program sleeps: complete and in order', async (t) => {
   const data = randomBytes(256 * 1024);
-  const { pty, output } = runOnPty(`sleep 0.5; head -c ${data.length} | sha256sum`);
+  const { pty, ready, output } = runOnPty(`sleep 0.5; head -c ${data.length} | sha256sum`);
   const seen = countWrites(pty);
   const write = ptyWriter(pty);
-  await new Promise((r) => setTimeout(r, 200));
+  await ready;
   // Uneven pieces: some written directly, the rest queued behind whatever did not fit.
   let at = 0;
   for (const size of [1, 4095, 100_000, 7, 60_000]) {
@@ -71,11 +88,19 @@ t.test('a PTY without the expected internals: every write through node-pty', asy
   t.same(Buffer.concat(got).toString(), 'xyz');
 });
 
-t.test('after the program exited, input is handed to node-pty and nothing throws', async (t) => {
+t.test('once the terminal is gone, input is dropped: its descriptor number may be another file by then', async (t) => {
   const { pty, output } = runOnPty('exit 0');
   await output;
+  const socket = (pty as unknown as { _socket: { destroyed: boolean } })._socket;
+  await waitFor(() => socket.destroyed, 5000, 'node-pty closed the terminal');
+  // The lowest free descriptor: often the number the terminal had.
+  const dir = mkdtempSync(join(tmpdir(), 'uplink-pty-write-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const other = openSync(join(dir, 'other-file'), 'w+');
+  t.teardown(() => closeSync(other));
   const seen = countWrites(pty);
   const write = ptyWriter(pty);
   t.doesNotThrow(() => write(Buffer.from('late')));
-  t.equal(seen.count(), 1, 'the direct write failed (the terminal is gone) and node-pty was left to deal with it');
+  t.equal(seen.count(), 0, 'nothing handed to node-pty either');
+  t.equal(readFileSync(join(dir, 'other-file'), 'utf8'), '', 'nothing written to whatever holds the number now');
 });
