@@ -10,9 +10,11 @@
  * and a TLS-inspecting proxy that let the upgrade through is one that speaks WebSocket. On
  * that path the mask only costs a copy of every byte the agent and the CLI send (the
  * agent's busiest frame after the socket writes in a bulk forward). So over `wss:` the
- * agent and the CLI send the all-zero key, which the protocol allows and `ws` recognises on
- * both ends (no XOR, no copy). Over plain `ws:` (development, loopback) the key stays random,
- * as the RFC asks for traffic an intermediary can see.
+ * agent and the CLI send the all-zero key, which `ws` recognises on both ends (no XOR, no
+ * copy; its `generateMask` option exists for this). This departs from the RFC's rule that
+ * the key be unpredictable, a rule whose only purpose is the attack above; the relay is the
+ * only peer and accepts it. Over plain `ws:` (development, loopback) the key stays random,
+ * as the RFC asks, since there an intermediary can see the traffic.
  */
 import type { ClientOptions } from 'ws';
 
