@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import type { ServerHttp2Stream } from 'node:http2';
 import { UplinkError } from '../../shared/errors.js';
-import { CHANNEL, encodeControl, encodeFrame, type ControlMessage } from '../../shared/frames.js';
+import { CHANNEL, encodeControl, writeFrame, type ControlMessage } from '../../shared/frames.js';
 import { readInputFrames } from './input-frames.js';
 import type { AgentConfig } from '../config.js';
 import type { PhaseAccess } from '../phases/credentials.js';
@@ -133,7 +133,7 @@ export async function handleExec(stream: ServerHttp2Stream, ctx: RequestContext,
   const out = (channel: number) => (chunk: Buffer) => {
     if (stream.destroyed) return;
     bytesOut += chunk.length;
-    if (!stream.write(encodeFrame(channel, chunk))) {
+    if (!writeFrame(stream, channel, chunk)) {
       child.stdout?.pause();
       child.stderr?.pause();
     }

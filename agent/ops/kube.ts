@@ -21,7 +21,7 @@
 import type { ServerHttp2Stream } from 'node:http2';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { UplinkError, toUplinkError } from '../../shared/errors.js';
-import { CHANNEL, FrameDecoder, encodeControl, encodeFrame, parseControl, type Frame } from '../../shared/frames.js';
+import { CHANNEL, FrameDecoder, encodeControl, parseControl, writeFrame, type Frame } from '../../shared/frames.js';
 import { parseKubeOpSpec, type KubeOpSpec } from '../../shared/kube-op-spec.js';
 import { AGENT_PATHS, OP_HEADERS } from '../../shared/protocol.js';
 import type { Agent } from '../agent.js';
@@ -97,7 +97,7 @@ async function begin(stream: ServerHttp2Stream, ctx: RequestContext, deps: KubeO
 /** Write bytes as stdout frames no larger than the frame limit; false when the stream pushes back. */
 function writeOut(stream: ServerHttp2Stream, chunk: Buffer, maxFrameBytes: number): boolean {
   let ok = true;
-  for (let at = 0; at < chunk.length; at += maxFrameBytes) ok = stream.write(encodeFrame(CHANNEL.stdout, chunk.subarray(at, at + maxFrameBytes)));
+  for (let at = 0; at < chunk.length; at += maxFrameBytes) ok = writeFrame(stream, CHANNEL.stdout, chunk.subarray(at, at + maxFrameBytes));
   return ok;
 }
 
@@ -127,7 +127,7 @@ function pumpOut(from: Readable, stream: ServerHttp2Stream, maxFrameBytes: numbe
 
 /** Frames from the relay: stdin bytes to `sink`, `eof` ends it. */
 function pumpIn(stream: ServerHttp2Stream, ctx: RequestContext, deps: KubeOpDeps, sink: NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean }, onBytes: (n: number) => void): void {
-  const decoder = new FrameDecoder({ maxFrameBytes: deps.maxFrameBytes });
+  const decoder = new FrameDecoder({ maxFrameBytes: deps.maxFrameBytes, streamData: true });
   stream.pipe(decoder);
   const end = (): void => { if (!sink.writableEnded) sink.end(); };
   decoder.on('data', (frame: Frame) => {

@@ -17,7 +17,7 @@ import type { ServerHttp2Stream } from 'node:http2';
 import { z } from 'zod';
 import { UplinkError } from '../../shared/errors.js';
 import { formatIssues } from '../../shared/config-validate.js';
-import { CHANNEL, encodeControl, encodeFrame, type ControlMessage } from '../../shared/frames.js';
+import { CHANNEL, encodeControl, writeFrame, type ControlMessage } from '../../shared/frames.js';
 import { readInputFrames } from './input-frames.js';
 import { AGENT_PATHS, OP_HEADERS } from '../../shared/protocol.js';
 import type { AgentCapability } from '../capabilities.js';
@@ -107,7 +107,7 @@ export async function handleShell(stream: ServerHttp2Stream, ctx: RequestContext
   const send = (chunk: Buffer): void => {
     if (stream.destroyed || stream.writableEnded) return;
     bytesOut += chunk.length;
-    if (!stream.write(encodeFrame(CHANNEL.stdout, chunk))) pty.pause();
+    if (!writeFrame(stream, CHANNEL.stdout, chunk)) pty.pause();
   };
   pty.onData((chunk) => (responded ? send(chunk) : early.push(chunk)));
   stream.on('drain', () => pty.resume());

@@ -22,7 +22,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { UplinkError, errorFromBody, toUplinkError } from '../../shared/errors.js';
-import { CHANNEL, FrameDecoder, encodeControl, encodeFrame, parseControl, type ControlMessage, type Frame } from '../../shared/frames.js';
+import { CHANNEL, FrameDecoder, encodeControl, parseControl, writeFrame, type ControlMessage, type Frame } from '../../shared/frames.js';
 import { kubeSpecHeaders, type KubeOpSpec } from '../../shared/kube-op-spec.js';
 
 /** Frames from the relay are bounded like exec's (bulk list responses are large). */
@@ -121,7 +121,7 @@ export class KubeLocalServer {
     res.once('close', () => duplex.destroy());
     if (body) {
       req.on('data', (chunk: Buffer) => {
-        if (!duplex.write(encodeFrame(CHANNEL.stdin, chunk))) {
+        if (!writeFrame(duplex, CHANNEL.stdin, chunk)) {
           req.pause();
           duplex.once('drain', () => req.resume());
         }
@@ -130,7 +130,7 @@ export class KubeLocalServer {
     }
     // Without a body nothing is sent at all: the agent does not wait for input then, and a
     // write could race the relay closing a finished op.
-    const decoder = new FrameDecoder({ maxFrameBytes: KUBE_LOCAL_MAX_FRAME_BYTES });
+    const decoder = new FrameDecoder({ maxFrameBytes: KUBE_LOCAL_MAX_FRAME_BYTES, streamData: true });
     duplex.pipe(decoder);
     decoder.on('data', (frame: Frame) => {
       if (frame.channel === CHANNEL.stdout) {
@@ -180,7 +180,7 @@ export class KubeLocalServer {
   private splice(socket: Duplex, head: Buffer, duplex: Duplex): void {
     duplex.on('error', () => {});
     let response: Extract<ControlMessage, { type: 'response' }> | undefined;
-    const decoder = new FrameDecoder({ maxFrameBytes: KUBE_LOCAL_MAX_FRAME_BYTES });
+    const decoder = new FrameDecoder({ maxFrameBytes: KUBE_LOCAL_MAX_FRAME_BYTES, streamData: true });
     duplex.pipe(decoder);
     const end = (): void => { socket.destroy(); duplex.destroy(); };
     socket.once('close', end);
@@ -200,9 +200,9 @@ export class KubeLocalServer {
         // A refusal (401, 403, 404, 400 Status) keeps its body: the connection closes after it.
         socket.write(httpHead(msg.status, msg.status === 101 ? msg.headers : { ...msg.headers, connection: 'close' }));
         if (msg.status !== 101) return;
-        if (head.length > 0) duplex.write(encodeFrame(CHANNEL.stdin, head));
+        if (head.length > 0) writeFrame(duplex, CHANNEL.stdin, head);
         socket.on('data', (chunk: Buffer) => {
-          if (!duplex.write(encodeFrame(CHANNEL.stdin, chunk))) {
+          if (!writeFrame(duplex, CHANNEL.stdin, chunk)) {
             socket.pause();
             duplex.once('drain', () => socket.resume());
           }

@@ -11,7 +11,7 @@ import { UplinkError } from '../../../shared/errors.js';
 import { EXIT, list, parseCommand, str } from '../../../shared/cli-args.js';
 import { parseDuration } from '../../../shared/duration.js';
 import { OP_HEADERS } from '../../../shared/protocol.js';
-import { CHANNEL, FrameDecoder, encodeControl, encodeFrame, parseControl, type Frame } from '../../../shared/frames.js';
+import { CHANNEL, FrameDecoder, encodeControl, parseControl, writeFrame, type Frame } from '../../../shared/frames.js';
 import type { Command, CliContext } from '../context.js';
 
 /** Frames from the relay may be large (bulk output); bounded all the same. */
@@ -27,7 +27,7 @@ export function exitStatusFor(exit: { code: number | null; signal: string | null
 /** Pump a framed operation stream to stdout/stderr with backpressure; resolves the exit status. */
 export function runFramedSession(ctx: CliContext, duplex: Duplex, opts: { forwardStdin: boolean }): Promise<number> {
   return new Promise<number>((resolve) => {
-    const decoder = new FrameDecoder({ maxFrameBytes: CLI_MAX_FRAME_BYTES });
+    const decoder = new FrameDecoder({ maxFrameBytes: CLI_MAX_FRAME_BYTES, streamData: true });
     duplex.pipe(decoder);
     let status: number | undefined;
     let interrupts: number[] = [];
@@ -73,7 +73,7 @@ export function runFramedSession(ctx: CliContext, duplex: Duplex, opts: { forwar
     duplex.on('close', () => decoder.end());
 
     const onStdin = (chunk: Buffer) => {
-      if (!duplex.write(encodeFrame(CHANNEL.stdin, chunk))) {
+      if (!writeFrame(duplex, CHANNEL.stdin, chunk)) {
         ctx.io.stdin.pause();
         duplex.once('drain', () => ctx.io.stdin.resume());
       }

@@ -28,7 +28,7 @@ const TERM_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/;
 function runShellSession(ctx: CliContext, duplex: Duplex, raw: RawModeHandle | undefined, setResize: (fn: (cols: number, rows: number) => void) => void): Promise<number> {
   const stdin = ctx.io.stdin;
   return new Promise<number>((resolve) => {
-    const decoder = new FrameDecoder({ maxFrameBytes: CLI_MAX_FRAME_BYTES });
+    const decoder = new FrameDecoder({ maxFrameBytes: CLI_MAX_FRAME_BYTES, streamData: true });
     duplex.pipe(decoder);
     let status: number | undefined;
     const done = (code: number): void => {
