@@ -12,7 +12,7 @@ import { cpuSeconds, rssBytes } from './proc.js';
 import { figure, percentile, type Figure } from './stats.js';
 import { startRelayProcess, type RelayProc } from './relay-process.js';
 import { profileClockUs, profileNotes } from './cpu-profile.js';
-import { profileDirFor } from './env.js';
+import { profileArgs, profileDirFor } from './env.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface CaseResult {
@@ -146,7 +146,7 @@ export async function runFleetCases(dir: string, opts: { agents: number; execAge
   const relayCfg = { heartbeat: { intervalMs: opts.heartbeatMs } };
   // BENCH_CPU_PROF=DIR: the first relay runs under --cpu-prof; its hot frames while idle go into the notes.
   const profileDir = profileDirFor('fleet');
-  const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, 'relay')}`] : [];
+  const nodeArgs = profileArgs(profileDir, 'relay');
   let relay: RelayProc = await startRelayProcess({ dir, token, config: relayCfg, nodeArgs, ...(opts.databaseUrl ? { databaseUrl: opts.databaseUrl } : {}) });
   const port = Number(new URL(relay.url).port);
   const client = new ApiClient({ url: relay.url, token });
@@ -208,7 +208,7 @@ export async function runFleetCases(dir: string, opts: { agents: number; execAge
     results[0]!.notes.push(...profileNotes(profileDir, idleWindow, 'the idle windows'));
     const t0 = Date.now();
     const stormFrom = profileClockUs();
-    const restartArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, 'relay-restarted')}`] : [];
+    const restartArgs = profileArgs(profileDir, 'relay-restarted');
     relay = await startRelayProcess({ dir, port, token, config: relayCfg, nodeArgs: restartArgs, ...(opts.databaseUrl ? { databaseUrl: opts.databaseUrl } : {}) });
     const upMs = Date.now() - t0;
     for (const f of fleets) f.connected = 0;

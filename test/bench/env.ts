@@ -7,6 +7,11 @@ export function envNumber(name: string, def: number): number {
   return v ? Number(v) : def;
 }
 
+/** Node arguments that profile a process into `profileDir/who` (one directory per program: a profile's file name carries only the pid); none when not profiling. */
+export function profileArgs(profileDir: string | undefined, who: string): string[] {
+  return profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, who)}`] : [];
+}
+
 /** BENCH_CPU_PROF=DIR: where a group's processes write their `--cpu-prof` profiles; undefined when unset. */
 export function profileDirFor(group: string): string | undefined {
   const root = process.env.BENCH_CPU_PROF;

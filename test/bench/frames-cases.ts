@@ -16,6 +16,7 @@ import { setImmediate as tick } from 'node:timers/promises';
 import { CHANNEL, FrameDecoder, encodeFrame, writeFrame, type Frame } from '../../shared/frames.js';
 import type { CaseResult } from './agents-cases.js';
 import { envNumber } from './env.js';
+import { cpuUsSince } from './proc.js';
 import { figure } from './stats.js';
 
 const PAYLOAD = Buffer.alloc(64 * 1024, 0x5a);
@@ -34,8 +35,7 @@ async function cpuMs(fn: () => void): Promise<number> {
   const c0 = process.cpuUsage();
   fn();
   await tick();
-  const c = process.cpuUsage(c0);
-  return (c.user + c.system) / 1000;
+  return cpuUsSince(c0) / 1000;
 }
 
 function encodeOnce(frames: number, uncopied: boolean): Promise<number> {

@@ -14,7 +14,7 @@ import { ApiClient } from '../../relay/cli/api-client.js';
 import { startRelayProcess, type RelayProc } from './relay-process.js';
 import { selfSignedCert } from '../helpers/tls.js';
 import { stopChild } from './proc.js';
-import { extraNodeArgs } from './env.js';
+import { extraNodeArgs, profileArgs } from './env.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -43,8 +43,7 @@ export interface NetCluster {
 export async function startNetCluster(dir: string, opts: { forwardPorts: number[]; profileDir?: string | undefined }): Promise<NetCluster> {
   mkdirSync(dir, { recursive: true });
   const tls = selfSignedCert(dir);
-  // One directory per program: the profile's file name carries only the pid.
-  const prof = (who: string) => [...extraNodeArgs(), ...(opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(opts.profileDir, who)}`] : [])];
+  const prof = (who: string) => [...extraNodeArgs(), ...profileArgs(opts.profileDir, who)];
   const relay = await startRelayProcess({ dir: join(dir, 'relay'), token: TOKEN, tls, nodeArgs: prof('relay'), config: { shutdown: { drainTimeoutMs: 1000 }, recordings: { enabled: process.env.BENCH_RECORDINGS !== '0' } } });
   const client = new ApiClient({ url: relay.url, token: TOKEN, caFile: tls.certFile });
   let agent: ChildProcess | undefined;

@@ -53,3 +53,9 @@ export function stopChild(child: ChildProcess, timeoutMs = 15_000): Promise<void
     child.kill('SIGTERM');
   });
 }
+
+/** CPU time (user + system) this process spent since `since` (a `process.cpuUsage()` reading), in microseconds. */
+export function cpuUsSince(since: NodeJS.CpuUsage): number {
+  const c = process.cpuUsage(since);
+  return c.user + c.system;
+}

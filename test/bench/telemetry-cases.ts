@@ -38,7 +38,7 @@ import { startRelayProcess, type RelayProc } from './relay-process.js';
 import { selfSignedCert } from '../helpers/tls.js';
 import { freePort } from '../helpers/net.js';
 import { figure } from './stats.js';
-import { envNumber, profileDirFor } from './env.js';
+import { envNumber, profileArgs, profileDirFor } from './env.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface TelemetryOpts {
@@ -189,7 +189,7 @@ async function measure(relay: RelayProc, dispatcher: Dispatcher, agentPid: numbe
 
 export async function runTelemetryCases(dir: string, opts: TelemetryOpts): Promise<CaseResult[]> {
   const tls = selfSignedCert(dir);
-  const prof = (who: string) => (opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(opts.profileDir, who)}`] : []);
+  const prof = (who: string) => profileArgs(opts.profileDir, who);
   const sinkPath = join(dir, 'sink', 'telemetry.jsonl');
   const relay = await startRelayProcess({
     dir: join(dir, 'relay'),

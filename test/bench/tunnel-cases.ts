@@ -23,6 +23,7 @@ import { clientMaskOptions } from '../../shared/ws-mask.js';
 import { selfSignedCert } from '../helpers/tls.js';
 import type { CaseResult } from './agents-cases.js';
 import { envNumber } from './env.js';
+import { cpuUsSince } from './proc.js';
 import { figure, percentile } from './stats.js';
 
 export interface TunnelOpts {
@@ -90,9 +91,9 @@ async function pingPong(session: ClientHttp2Session, n: number): Promise<{ lat: 
     });
     lat.push(performance.now() - t0);
   }
-  const c = process.cpuUsage(c0);
+  const cpuUs = cpuUsSince(c0);
   req.end();
-  return { lat, cpuUs: (c.user + c.system) / n };
+  return { lat, cpuUs: cpuUs / n };
 }
 
 interface Way {
@@ -141,9 +142,9 @@ async function measureOnce(way: Way, bytes: number): Promise<{ mibps: number; cp
   const t0 = performance.now();
   const got = await download(way.session);
   const secs = (performance.now() - t0) / 1000;
-  const c = process.cpuUsage(c0);
+  const cpuUs = cpuUsSince(c0);
   if (got !== bytes) throw new Error(`tunnel bench: received ${got} bytes, expected ${bytes}`);
-  return { mibps: bytes / 2 ** 20 / secs, cpuSecPerGiB: (c.user + c.system) / 1e6 / (bytes / 2 ** 30) };
+  return { mibps: bytes / 2 ** 20 / secs, cpuSecPerGiB: cpuUs / 1e6 / (bytes / 2 ** 30) };
 }
 
 export async function runTunnelCases(dir: string, opts: TunnelOpts): Promise<CaseResult[]> {
