@@ -18,7 +18,6 @@ import { listQuery, sendJson, type Route } from '../http-util.js';
 import type { Store } from '../store/store.js';
 import type { SessionRecord, SessionsRepo } from '../store/sessions-repo.js';
 
-
 export function sessionView(s: SessionRecord, applianceName: string | null): Record<string, unknown> {
   return {
     id: s.id,
