@@ -117,7 +117,8 @@ async function execOnce(client: ApiClient, appliance: string): Promise<number> {
 }
 
 /** Three batches of `samples` sequential execs spread over bench-0 … bench-(agents-1). */
-async function execDispatch(client: ApiClient, agents: number, samples: number): Promise<CaseResult> {
+/** `targeted`: the issue's p99 target is set for 1,000 agents; with the whole fleet it is a figure only. */
+async function execDispatch(client: ApiClient, agents: number, samples: number, targeted: boolean): Promise<CaseResult> {
   const batches: number[] = [];
   const p50s: number[] = [];
   for (let b = 0; b < 3; b++) {
@@ -130,8 +131,8 @@ async function execDispatch(client: ApiClient, agents: number, samples: number):
   return {
     name: `exec dispatch latency with ${agents} agents connected`,
     figures: { 'p99 (per batch of samples)': { ...p99, unit: 'ms' }, p50: { ...figure(p50s), unit: 'ms' } },
-    target: 'p99 ≤ 50 ms',
-    met: p99.median <= 50,
+    target: targeted ? 'p99 ≤ 50 ms' : '– (the target is set at 1,000 agents)',
+    met: targeted ? p99.median <= 50 : null,
     notes: [`${samples} sequential execs of true per batch, 3 batches; includes process spawn on the agent`],
   };
 }
@@ -168,7 +169,7 @@ export async function runFleetCases(dir: string, opts: { agents: number; execAge
     const fleetA = startFleet('fleet-a', tokens.slice(0, first));
     const connectA = await fleetA.waitConnected(first, 600_000);
     await sleep(3000);
-    const execFirst = await execDispatch(client, first, opts.execSamples);
+    const execFirst = await execDispatch(client, first, opts.execSamples, true);
     const fleetB = first < opts.agents ? startFleet('fleet-b', tokens.slice(first)) : undefined;
     const connectMs = connectA + ((await fleetB?.waitConnected(opts.agents - first, 600_000)) ?? 0);
     await sleep(3000);
@@ -201,7 +202,7 @@ export async function runFleetCases(dir: string, opts: { agents: number; execAge
       notes: [`initial connect of ${opts.agents} agents took ${(connectMs / 1000).toFixed(1)} s (the first ${first} connected, then exec dispatch was measured, then the rest)`, `heartbeat interval ${opts.heartbeatMs} ms`],
     });
     results.push(execFirst);
-    if (first < opts.agents) results.push(await execDispatch(client, opts.agents, opts.execSamples));
+    if (first < opts.agents) results.push(await execDispatch(client, opts.agents, opts.execSamples, false));
 
     // Reconnect storm: restart the relay with the fleet connected.
     await relay.stop('SIGTERM');
