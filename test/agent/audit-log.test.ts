@@ -8,6 +8,7 @@ import { AgentAuditLog, auditLogPath, readAuditLog, verifyAuditFile } from '../.
 import { canonicalJson } from '../../shared/audit/canonical-json.js';
 import { sealEvent } from '../../shared/audit/chain.js';
 import { normalizeAuditInput, type AuditInput, type AuditRecord } from '../../shared/audit/event.js';
+import { tsLoaderArgs } from '../helpers/ts-loader.js';
 
 const NOW = new Date('2030-05-06T07:08:09.010Z');
 const ev = (i: number, extra: Partial<AuditInput> = {}): AuditInput => ({
@@ -165,7 +166,7 @@ await log.close();
 function runChild(dir: string, count: number): Promise<number> {
   const modUrl = new URL('../../agent/audit-log.ts', import.meta.url).href;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', CHILD, '--', modUrl, dir, String(count)], {
+    const child = spawn(process.execPath, [...tsLoaderArgs(), '--input-type=module', '-e', CHILD, '--', modUrl, dir, String(count)], {
       stdio: ['ignore', 'ignore', 'inherit'],
       cwd: fileURLToPath(new URL('../..', import.meta.url)),
     });

@@ -3,7 +3,7 @@
  * config section and every wire path the code has. Adding one without documenting it fails
  * here, like test/shared/errors.test.ts does for error codes.
  *
- * The CLI's command list is read from `uplink --help` (the source, run with tsx), not by
+ * The CLI's command list is read from `uplink --help` (the source, run under the test's own TypeScript loader), not by
  * importing relay/cli/main.ts: that module runs the CLI on import, and its help is built from
  * the very COMMANDS list (plus anything a capability registered), so it is the list users see.
  */
@@ -15,6 +15,7 @@ import { z } from 'zod';
 import { AGENT_PATHS, PATHS } from '../../shared/protocol.js';
 import { relayConfigSchema } from '../../relay/config.js';
 import { agentConfigSchema } from '../../agent/config.js';
+import { tsLoaderArgs } from '../helpers/ts-loader.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const read = (rel: string): string => readFileSync(new URL(`../../${rel}`, import.meta.url), 'utf8');
@@ -51,7 +52,7 @@ function documentsCommand(doc: string, words: string): boolean {
 
 /** Command words from `uplink --help`: the lines under "Commands:" are `  WORDS  summary`. */
 function cliCommandWords(): string[] {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'relay/cli/main.ts', '--help'], {
+  const r = spawnSync(process.execPath, [...tsLoaderArgs(), 'relay/cli/main.ts', '--help'], {
     cwd: ROOT,
     encoding: 'utf8',
     env: { ...process.env, UPLINK_URL: '', UPLINK_TOKEN: '' },

@@ -14,6 +14,7 @@ import { createRelease } from '../../../shared/release/create-release.js';
 import { generateReleaseKey, parseReleaseKey, pinnedKeyOf } from '../../../shared/release/release-key.js';
 import { createLogger } from '../../../shared/logger.js';
 import { needTools } from '../../helpers/tools.js';
+import { tsLoaderArgs } from '../../helpers/ts-loader.js';
 
 const STACKS = fileURLToPath(new URL('../../fixtures/stacks/', import.meta.url));
 const CHILD = fileURLToPath(new URL('../../fixtures/deploy-child.ts', import.meta.url));
@@ -220,7 +221,7 @@ t.test('kill -9 of the agent during apply: interrupted (never succeeded), then a
   const state = await tmp(t, 'uplink-tf-state-');
   const parent = await tmp(t, 'uplink-tf-work-');
   const workDir = await prepare(t, 'slow', parent);
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, state, workDir, 'dep-killed', join(shared, 'plugins'), join(shared, 'home')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...tsLoaderArgs(), CHILD, state, workDir, 'dep-killed', join(shared, 'plugins'), join(shared, 'home')], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr.on('data', (d: Buffer) => (output += d.toString()));

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { currentSize, enterRawMode, exitCodeFromRemote, withRawMode, UNKNOWN_REMOTE_EXIT } from '../../../relay/cli/terminal.js';
 import { AsciicastReader, replay } from '../../../relay/recordings/asciicast-replay.js';
 import { needTools } from '../../helpers/tools.js';
+import { tsLoaderArgs, tsLoaderShellArgs } from '../../helpers/ts-loader.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const FIXTURE = path.join(ROOT, 'test/fixtures/raw-terminal-fixture.ts');
@@ -49,7 +50,7 @@ t.test('the fixture runs with pipes instead of a terminal', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'uplink-term-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const state = path.join(dir, 'state');
-  const r = spawnSync(process.execPath, ['--import', 'tsx', FIXTURE, 'normal', state], { cwd: ROOT, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+  const r = spawnSync(process.execPath, [...tsLoaderArgs(), FIXTURE, 'normal', state], { cwd: ROOT, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
   t.equal(r.status, 0, r.stderr);
   t.match(readFileSync(state, 'utf8'), /^pid=\d+\n/);
 });
@@ -114,7 +115,7 @@ const allFlags = (on: boolean): Map<string, boolean> => new Map(RAW_FLAGS.map((f
 function paneScript(dir: string, name: string, args: string): string {
   const p = (s: string): string => path.join(dir, `${name}.${s}`);
   return [
-    `node --import tsx ${FIXTURE} ${args} 2>${p('stderr')}`,
+    `${process.execPath} ${tsLoaderShellArgs()} ${FIXTURE} ${args} 2>${p('stderr')}`,
     `echo $? > ${p('rc.tmp')} && mv ${p('rc.tmp')} ${p('rc')}`,
     `stty -a > ${p('after.tmp')} && mv ${p('after.tmp')} ${p('after')}`,
     '',
