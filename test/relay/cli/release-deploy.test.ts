@@ -135,6 +135,7 @@ t.test('deploy, deployments, deploy logs, deploy cancel', requireTools(['terrafo
   await upload('basic', '1.0.0');
   await upload('failing', '2.0.0');
   await upload('slow', '3.0.0');
+  await upload('long-apply', '4.0.0');
 
   // --follow: the output streams, the exit status is the outcome.
   const ok = await cli(['deploy', 'acme-prod', '1.0.0', '--follow']);
@@ -186,8 +187,9 @@ t.test('deploy, deployments, deploy logs, deploy cancel', requireTools(['terrafo
   refused(t, await cli(['deploy', 'cancel', slowId, '--json']), 1, 'UPLINK_ERR_CONFLICT', true);
   refused(t, await cli(['deploy', 'cancel', 'dep_0000000000000000']), 1, 'UPLINK_ERR_NOT_FOUND');
 
-  // Cancel: a queued one ends at once (--json shows it).
-  const blocker = await cli(['deploy', 'acme-prod', '3.0.0', '--json']);
+  // Cancel: a queued one ends at once (--json shows it). The blocker's apply takes 15 s, so it
+  // is still running after the two CLI calls below even on a loaded machine (5 s was not).
+  const blocker = await cli(['deploy', 'acme-prod', '4.0.0', '--json']);
   const blockerId = (JSON.parse(blocker.stdout) as { id: string }).id;
   const queued = JSON.parse((await cli(['deploy', 'acme-prod', '1.0.0', '--json'])).stdout) as { id: string };
   await waitStatus(client, blockerId, 'running');
@@ -207,7 +209,7 @@ t.test('deploy, deployments, deploy logs, deploy cancel', requireTools(['terrafo
       ['2.0.0', 'apply', 'failed', 'UPLINK_ERR_DEPLOY_FAILED'],
       ['1.0.0', 'plan', 'succeeded', null],
       ['3.0.0', 'apply', 'cancelled', 'UPLINK_ERR_DEPLOY_CANCELLED'],
-      ['3.0.0', 'apply', 'cancelled', 'UPLINK_ERR_DEPLOY_CANCELLED'],
+      ['4.0.0', 'apply', 'cancelled', 'UPLINK_ERR_DEPLOY_CANCELLED'],
       ['1.0.0', 'apply', 'cancelled', 'UPLINK_ERR_DEPLOY_CANCELLED'],
     ],
   );
