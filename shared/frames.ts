@@ -33,12 +33,16 @@ export interface Frame {
   payload: Buffer;
 }
 
+/** Write the header of a frame of `length` bytes on `channel` at the start of `buf`; returns `buf`. */
+function putHeader(buf: Buffer, channel: number, length: number): Buffer {
+  buf[0] = channel;
+  buf.writeUInt32BE(length, 1);
+  return buf;
+}
+
 /** The 5-byte header of a frame of `length` bytes on `channel`. */
 export function frameHeader(channel: number, length: number): Buffer {
-  const head = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
-  head[0] = channel;
-  head.writeUInt32BE(length, 1);
-  return head;
+  return putHeader(Buffer.allocUnsafe(FRAME_HEADER_BYTES), channel, length);
 }
 
 /** Payloads from this size on are written beside their header instead of copied behind it. */
@@ -62,9 +66,7 @@ export function writeFrame(out: NodeJS.WritableStream & { cork(): void; uncork()
 
 export function encodeFrame(channel: number, payload: Buffer | string): Buffer {
   const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
-  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + body.length);
-  out[0] = channel;
-  out.writeUInt32BE(body.length, 1);
+  const out = putHeader(Buffer.allocUnsafe(FRAME_HEADER_BYTES + body.length), channel, body.length);
   body.copy(out, FRAME_HEADER_BYTES);
   return out;
 }
