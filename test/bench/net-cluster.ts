@@ -37,9 +37,6 @@ export interface NetCluster {
   stop(): Promise<void>;
 }
 
-
-
-
 export async function startNetCluster(dir: string, opts: { forwardPorts: number[]; profileDir?: string | undefined }): Promise<NetCluster> {
   mkdirSync(dir, { recursive: true });
   const tls = selfSignedCert(dir);

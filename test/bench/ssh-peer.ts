@@ -30,7 +30,6 @@ export interface SshPeer {
   stop(): Promise<void>;
 }
 
-
 /** Resolve once something accepts TCP connections on 127.0.0.1:port. */
 export async function waitListening(port: number, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -3,9 +3,10 @@
  * config section and every wire path the code has. Adding one without documenting it fails
  * here, like test/shared/errors.test.ts does for error codes.
  *
- * The CLI's command list is read from `uplink --help` (the source, run under the test's own TypeScript loader), not by
- * importing relay/cli/main.ts: that module runs the CLI on import, and its help is built from
- * the very COMMANDS list (plus anything a capability registered), so it is the list users see.
+ * The CLI's command list is read from `uplink --help` (the source, run under the test's own
+ * TypeScript loader), not by importing relay/cli/main.ts: that module runs the CLI on import,
+ * and its help is built from the very COMMANDS list (plus anything a capability registered),
+ * so it is the list users see.
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';

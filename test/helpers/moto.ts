@@ -15,7 +15,6 @@ export interface Moto {
   stop(): Promise<void>;
 }
 
-
 export async function startMoto(t: Test): Promise<Moto | undefined> {
   if (!needTools(t, ['moto_server'])) return undefined;
   const port = await freePort();
